@@ -1,0 +1,219 @@
+//! Loopback clusters of real `rlinkd run` processes: write node configs, start nodes as child
+//! processes, stop them by PID. Used by `rlinkd demo`, the integration tests and `rlinkd bench`
+//! (nodes run as separate processes, as in production).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::addr::LocalAddr;
+
+/// What one node of a test or demo cluster does.
+#[derive(Clone, Debug)]
+pub struct NodePlan {
+    pub name: String,
+    pub quic_port: u16,
+    /// (peer name, its QUIC port if this node dials it)
+    pub peers: Vec<(String, Option<u16>)>,
+    /// (peer, local endpoint, route on the peer)
+    pub links: Vec<(String, LocalAddr, String)>,
+    /// (route name, target)
+    pub routes: Vec<(String, LocalAddr)>,
+    /// Extra `key = value` lines for the `[quic]` table.
+    pub quic_extra: Vec<String>,
+    /// Extra top-level `key = value` lines.
+    pub top_extra: Vec<String>,
+}
+
+impl NodePlan {
+    pub fn new(name: &str, quic_port: u16) -> NodePlan {
+        NodePlan {
+            name: name.to_string(),
+            quic_port,
+            peers: Vec::new(),
+            links: Vec::new(),
+            routes: Vec::new(),
+            quic_extra: Vec::new(),
+            top_extra: Vec::new(),
+        }
+    }
+
+    /// The TOML configuration, with certificates from `certs`.
+    pub fn to_toml(&self, certs: &Path) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "node = {:?}", self.name);
+        for l in &self.top_extra {
+            let _ = writeln!(t, "{l}");
+        }
+        let _ = writeln!(t, "\n[quic]\nlisten = \"127.0.0.1:{}\"", self.quic_port);
+        for (k, f) in [
+            ("cert", format!("{}.pem", self.name)),
+            ("key", format!("{}.key", self.name)),
+            ("ca", "ca.pem".to_string()),
+        ] {
+            let _ = writeln!(t, "{k} = {:?}", certs.join(f).display().to_string());
+        }
+        for l in &self.quic_extra {
+            let _ = writeln!(t, "{l}");
+        }
+        for (name, port) in &self.peers {
+            let _ = writeln!(t, "\n[[peers]]\nname = {name:?}");
+            if let Some(p) = port {
+                let _ = writeln!(t, "connect = \"127.0.0.1:{p}\"");
+            }
+        }
+        for (peer, listen, route) in &self.links {
+            let _ = writeln!(
+                t,
+                "\n[[links]]\npeer = {peer:?}\nlisten = {:?}\nroute = {route:?}",
+                listen.to_string()
+            );
+        }
+        for (name, target) in &self.routes {
+            let _ = writeln!(
+                t,
+                "\n[[routes]]\nname = {name:?}\nconnect = {:?}",
+                target.to_string()
+            );
+        }
+        t
+    }
+}
+
+/// A UDP port that was free a moment ago on 127.0.0.1.
+pub fn free_udp_port() -> io::Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_tcp_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A running `rlinkd run` child process. Dropping it kills it.
+pub struct NodeProcess {
+    pub name: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    exe: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Writes `plan`'s config into `dir` and starts `exe run --config` with its log in `dir`.
+    pub fn start(exe: &Path, dir: &Path, certs: &Path, plan: &NodePlan) -> io::Result<NodeProcess> {
+        let config = dir.join(format!("{}.toml", plan.name));
+        fs::write(&config, plan.to_toml(certs))?;
+        let mut node = NodeProcess {
+            name: plan.name.clone(),
+            log: dir.join(format!("{}.log", plan.name)),
+            config,
+            exe: exe.to_path_buf(),
+            child: None,
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.exe)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Stops with SIGTERM, waiting up to 5 s before SIGKILL.
+    pub fn stop(&mut self) {
+        self.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+    }
+
+    /// Kills with SIGKILL: the peer sees no close, as when a host dies.
+    pub fn kill(&mut self) {
+        self.signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
+    }
+
+    /// Starts the same node again.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Starts the node again after a `kill`/`stop`.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Err(io::Error::other("node is still running"));
+        }
+        self.spawn()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal_and_wait(&mut self, sig: libc::c_int, patience: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().ok();
+        child.wait().ok();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.signal_and_wait(libc::SIGKILL, Duration::from_secs(2));
+    }
+}
+
+/// Waits until `log` contains `needle` (true) or `timeout` passes (false).
+pub fn wait_for_log(node: &NodeProcess, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if node.log_text().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

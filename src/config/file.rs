@@ -1,0 +1,79 @@
+//! The serde model of the TOML file: exactly what users write, nothing resolved yet.
+//!
+//! Every table denies unknown keys, so a typo is an error that names the key instead of a
+//! silently ignored setting. Optional keys are `Option`s; their defaults live in one place,
+//! the runtime types' constructors in `mod.rs`.
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, DurationValue};
+use super::CongestionControl;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub node: String,
+    pub log_level: Option<String>,
+    pub stats_interval: Option<DurationValue>,
+    pub quic: FileQuic,
+    #[serde(default)]
+    pub relay: FileRelay,
+    #[serde(default)]
+    pub peers: Vec<FilePeer>,
+    #[serde(default)]
+    pub links: Vec<FileLink>,
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileQuic {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+    pub idle_timeout: Option<DurationValue>,
+    pub keepalive_interval: Option<DurationValue>,
+    pub connect_timeout: Option<DurationValue>,
+    pub redial_min: Option<DurationValue>,
+    pub redial_max: Option<DurationValue>,
+    pub max_udp_payload: Option<u64>,
+    pub initial_stream_window: Option<ByteSize>,
+    pub max_stream_window: Option<ByteSize>,
+    pub initial_connection_window: Option<ByteSize>,
+    pub max_connection_window: Option<ByteSize>,
+    pub max_streams: Option<u64>,
+    pub congestion_control: Option<CongestionControl>,
+    pub gso: Option<bool>,
+    pub gro: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRelay {
+    pub max_frame: Option<ByteSize>,
+    pub buffer_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilePeer {
+    pub name: String,
+    pub connect: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLink {
+    pub peer: String,
+    pub listen: String,
+    pub route: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRoute {
+    pub name: String,
+    pub connect: String,
+}

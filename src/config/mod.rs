@@ -1,0 +1,394 @@
+//! Node configuration: the TOML file model, its typed units, validation, and the validated
+//! runtime types the rest of rlinkd uses.
+//!
+//! `NodeConfig::load` reads a file, resolves relative paths against the file's folder, checks
+//! every rule in `validate.rs` and that the certificate files exist. The file format is
+//! documented key by key in `docs/CONFIG.md`. This module is the only place that reads the
+//! environment (`RUST_LOG`, see [`NodeConfig::log_filter`]).
+
+mod file;
+mod summary;
+pub mod units;
+mod validate;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::addr::LocalAddr;
+use file::FileConfig;
+use units::DurationValue;
+
+pub use validate::validate_name;
+
+/// Why a configuration could not be used. `Display` names the file or the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the format; `message` is toml's, with the
+    /// line, column and key.
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    /// A value is well-formed but not allowed; `key` is its path, e.g. `links[1].peer`.
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A validated node configuration. Paths are absolute when it came from [`NodeConfig::load`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's name; equal to the CN and SAN DNS name in its certificate.
+    pub node: String,
+    /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it (see [`NodeConfig::log_filter`]).
+    pub log_level: String,
+    /// How often a stats line is logged; `None` when the file says `"0s"`.
+    pub stats_interval: Option<Duration>,
+    pub quic: QuicSettings,
+    pub relay: RelaySettings,
+    pub peers: Vec<PeerConfig>,
+    pub links: Vec<LinkConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// The config file this came from (empty for [`NodeConfig::from_toml_str`]).
+    pub source: PathBuf,
+}
+
+/// QUIC transport settings. Defaults are in [`QuicSettings::new`] and `docs/CONFIG.md`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuicSettings {
+    /// UDP address the node listens on and dials from.
+    pub listen: SocketAddr,
+    /// This node's certificate (PEM), key (PEM) and the cluster CA (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// A peer silent for this long is declared lost.
+    pub idle_timeout: Duration,
+    /// PING interval on an idle connection; below `idle_timeout`.
+    pub keepalive_interval: Duration,
+    /// A router connection to a link whose peer is unreachable is closed after this.
+    pub connect_timeout: Duration,
+    /// First redial delay; it doubles with jitter up to `redial_max`.
+    pub redial_min: Duration,
+    pub redial_max: Duration,
+    /// Largest UDP payload sent (quiche `max_send_udp_payload_size`).
+    pub max_udp_payload: usize,
+    pub initial_stream_window: u64,
+    pub max_stream_window: u64,
+    pub initial_connection_window: u64,
+    pub max_connection_window: u64,
+    /// Concurrent bidirectional streams (links) a peer may open on one connection.
+    pub max_streams: u64,
+    pub congestion_control: CongestionControl,
+    /// Use UDP GSO on send / GRO on receive when the kernel supports them (probed at run time).
+    pub gso: bool,
+    pub gro: bool,
+}
+
+pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+impl QuicSettings {
+    /// Settings with every optional key at its default.
+    pub fn new(listen: SocketAddr, cert: PathBuf, key: PathBuf, ca: PathBuf) -> QuicSettings {
+        QuicSettings {
+            listen,
+            cert,
+            key,
+            ca,
+            idle_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(5),
+            redial_min: Duration::from_millis(200),
+            redial_max: Duration::from_secs(10),
+            // 1500-byte path MTU minus IPv6 (40) and UDP (8) headers.
+            max_udp_payload: 1452,
+            initial_stream_window: 1 << 20,
+            max_stream_window: 16 << 20,
+            initial_connection_window: 16 << 20,
+            max_connection_window: 64 << 20,
+            max_streams: 100_000,
+            congestion_control: CongestionControl::Cubic,
+            gso: true,
+            gro: true,
+        }
+    }
+}
+
+/// Congestion controller, by quiche's name for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionControl {
+    #[default]
+    Cubic,
+    Reno,
+    Bbr2,
+}
+
+impl CongestionControl {
+    /// The name quiche's `Config::set_cc_algorithm_name` accepts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CongestionControl::Cubic => "cubic",
+            CongestionControl::Reno => "reno",
+            CongestionControl::Bbr2 => "bbr2",
+        }
+    }
+}
+
+/// RawSocket relay settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Largest RawSocket frame payload accepted, 512 B ..= 16 MiB.
+    pub max_frame: u32,
+    /// Read buffer per local connection, 4 KiB ..= 16 MiB.
+    pub buffer_size: usize,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            max_frame: 16 << 20,
+            buffer_size: 64 << 10,
+        }
+    }
+}
+
+/// Another node. Without `connect` this node only accepts that peer's connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub name: String,
+    pub connect: Option<SocketAddr>,
+}
+
+/// A local endpoint a router dials to reach `route` on node `peer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    pub peer: String,
+    pub listen: LocalAddr,
+    pub route: String,
+}
+
+/// Where streams arriving for route `name` are delivered on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub connect: LocalAddr,
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates the file at `path`, and checks that the certificate, key
+    /// and CA files exist. Relative paths in the file are resolved against its folder.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let source = std::path::absolute(path).map_err(|e| ConfigError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let text = std::fs::read_to_string(&source).map_err(|e| ConfigError::Io {
+            path: source.clone(),
+            source: e,
+        })?;
+        let base = source.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let config = Self::parse(&text, &source, &base)?;
+        config.check_files()?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; relative paths are resolved against `base_dir`. Does not
+    /// look at the file system; `source` is left empty.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<NodeConfig, ConfigError> {
+        let mut config = Self::parse(text, Path::new("<config>"), base_dir)?;
+        config.source = PathBuf::new();
+        Ok(config)
+    }
+
+    /// Checks that `quic.cert`, `quic.key` and `quic.ca` name readable files.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        for (key, path) in [
+            ("quic.cert", &self.quic.cert),
+            ("quic.key", &self.quic.key),
+            ("quic.ca", &self.quic.ca),
+        ] {
+            match std::fs::File::open(path) {
+                Ok(f) => match f.metadata() {
+                    Ok(m) if m.is_file() => {}
+                    Ok(_) => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            format!("{}: not a regular file", path.display()),
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            format!("{}: {e}", path.display()),
+                        ))
+                    }
+                },
+                Err(e) => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("{}: {e}", path.display()),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tracing filter to install: `RUST_LOG` when set and not empty, else `log_level`.
+    pub fn log_filter(&self) -> String {
+        match std::env::var("RUST_LOG") {
+            Ok(v) if !v.trim().is_empty() => v,
+            _ => self.log_level.clone(),
+        }
+    }
+
+    fn parse(text: &str, source: &Path, base: &Path) -> Result<NodeConfig, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: source.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let config = resolve(file, source, base)?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Turns the file model into runtime types: applies defaults, resolves addresses and paths.
+/// Errors here are about single values; cross-field rules are in `validate.rs`.
+fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, ConfigError> {
+    let q = file.quic;
+    let mut quic = QuicSettings::new(
+        socket_addr("quic.listen", &q.listen)?,
+        base.join(&q.cert),
+        base.join(&q.key),
+        base.join(&q.ca),
+    );
+    let dur = |v: Option<DurationValue>, default: Duration| v.map_or(default, |d| d.0);
+    quic.idle_timeout = dur(q.idle_timeout, quic.idle_timeout);
+    quic.keepalive_interval = dur(q.keepalive_interval, quic.keepalive_interval);
+    quic.connect_timeout = dur(q.connect_timeout, quic.connect_timeout);
+    quic.redial_min = dur(q.redial_min, quic.redial_min);
+    quic.redial_max = dur(q.redial_max, quic.redial_max);
+    if let Some(n) = q.max_udp_payload {
+        // Out-of-range values are reported by validate(); saturate rather than wrap.
+        quic.max_udp_payload = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    let size = |v: Option<units::ByteSize>, default: u64| v.map_or(default, |s| s.0);
+    quic.initial_stream_window = size(q.initial_stream_window, quic.initial_stream_window);
+    quic.max_stream_window = size(q.max_stream_window, quic.max_stream_window);
+    quic.initial_connection_window =
+        size(q.initial_connection_window, quic.initial_connection_window);
+    quic.max_connection_window = size(q.max_connection_window, quic.max_connection_window);
+    quic.max_streams = q.max_streams.unwrap_or(quic.max_streams);
+    quic.congestion_control = q.congestion_control.unwrap_or(quic.congestion_control);
+    quic.gso = q.gso.unwrap_or(quic.gso);
+    quic.gro = q.gro.unwrap_or(quic.gro);
+
+    let mut relay = RelaySettings::default();
+    if let Some(s) = file.relay.max_frame {
+        relay.max_frame = u32::try_from(s.0).map_err(|_| {
+            ConfigError::invalid(
+                "relay.max_frame",
+                format!("{s} is above the RawSocket limit of 16 MiB"),
+            )
+        })?;
+    }
+    if let Some(s) = file.relay.buffer_size {
+        relay.buffer_size = usize::try_from(s.0).unwrap_or(usize::MAX);
+    }
+
+    let peers = file
+        .peers
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let connect = match p.connect {
+                Some(a) => Some(socket_addr(&format!("peers[{i}].connect"), &a)?),
+                None => None,
+            };
+            Ok(PeerConfig {
+                name: p.name,
+                connect,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let links = file
+        .links
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            Ok(LinkConfig {
+                peer: l.peer,
+                listen: local_addr(&format!("links[{i}].listen"), &l.listen, base)?,
+                route: l.route,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let routes = file
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(RouteConfig {
+                name: r.name,
+                connect: local_addr(&format!("routes[{i}].connect"), &r.connect, base)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+
+    Ok(NodeConfig {
+        node: file.node,
+        log_level: file
+            .log_level
+            .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
+        stats_interval: match file.stats_interval {
+            None => Some(DEFAULT_STATS_INTERVAL),
+            Some(d) if d.0.is_zero() => None,
+            Some(d) => Some(d.0),
+        },
+        quic,
+        relay,
+        peers,
+        links,
+        routes,
+        source: source.to_path_buf(),
+    })
+}
+
+fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| ConfigError::invalid(key, format!("{text:?} resolves to no address"))),
+        Err(e) => Err(ConfigError::invalid(
+            key,
+            format!("{text:?} is not a host:port address ({e})"),
+        )),
+    }
+}
+
+fn local_addr(key: &str, text: &str, base: &Path) -> Result<LocalAddr, ConfigError> {
+    text.parse::<LocalAddr>()
+        .map(|a| a.relative_to(base))
+        .map_err(|e| ConfigError::invalid(key, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

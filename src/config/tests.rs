@@ -1,0 +1,568 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+node = "a"
+log_level = "info"
+stats_interval = "30s"
+
+[quic]
+listen = "127.0.0.1:4433"
+cert = "a.pem"
+key = "a.key"
+ca = "ca.pem"
+idle_timeout = "10s"
+keepalive_interval = "3s"
+connect_timeout = "5s"
+redial_min = "200ms"
+redial_max = "10s"
+max_udp_payload = 1452
+initial_stream_window = "1MiB"
+max_stream_window = "16MiB"
+initial_connection_window = "16MiB"
+max_connection_window = "64MiB"
+max_streams = 100000
+congestion_control = "cubic"
+gso = true
+gro = true
+
+[relay]
+max_frame = "16MiB"
+buffer_size = "64KiB"
+
+[[peers]]
+name = "b"
+connect = "127.0.0.1:4434"
+
+[[links]]
+peer = "b"
+listen = "unix:/run/rlinkd/b.sock"
+route = "router"
+
+[[routes]]
+name = "router"
+connect = "tcp:127.0.0.1:19090"
+"#;
+
+/// The smallest valid file: only the required keys.
+const MINIMAL: &str = r#"
+node = "a"
+[quic]
+listen = "127.0.0.1:4433"
+cert = "a.pem"
+key = "a.key"
+ca = "ca.pem"
+[[peers]]
+name = "b"
+"#;
+
+const BASE: &str = "/etc/rlinkd";
+
+fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+    NodeConfig::from_toml_str(text, Path::new(BASE))
+}
+
+/// The minimal file with `extra` appended, so a test can add one table or array entry.
+fn with(extra: &str) -> Result<NodeConfig, ConfigError> {
+    parse(&format!("{MINIMAL}\n{extra}"))
+}
+
+/// The minimal file with `line` inserted at the top level or into `[quic]`.
+fn quic_with(line: &str) -> Result<NodeConfig, ConfigError> {
+    parse(&MINIMAL.replace("[quic]\n", &format!("[quic]\n{line}\n")))
+}
+
+fn err_text(r: Result<NodeConfig, ConfigError>) -> String {
+    match r {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Asserts an `Invalid` error for exactly `key` whose message contains `needle`.
+fn assert_invalid(r: Result<NodeConfig, ConfigError>, key: &str, needle: &str) {
+    match r {
+        Err(ConfigError::Invalid { key: k, message }) => {
+            assert_eq!(k, key, "message: {message}");
+            assert!(
+                message.contains(needle),
+                "{key}: {message:?} lacks {needle:?}"
+            );
+        }
+        other => panic!("expected Invalid for {key}, got {other:?}"),
+    }
+}
+
+fn expected_example() -> NodeConfig {
+    NodeConfig {
+        node: "a".into(),
+        log_level: "info".into(),
+        stats_interval: Some(Duration::from_secs(30)),
+        quic: QuicSettings::new(
+            "127.0.0.1:4433".parse().unwrap(),
+            "/etc/rlinkd/a.pem".into(),
+            "/etc/rlinkd/a.key".into(),
+            "/etc/rlinkd/ca.pem".into(),
+        ),
+        relay: RelaySettings::default(),
+        peers: vec![PeerConfig {
+            name: "b".into(),
+            connect: Some("127.0.0.1:4434".parse().unwrap()),
+        }],
+        links: vec![LinkConfig {
+            peer: "b".into(),
+            listen: LocalAddr::Unix("/run/rlinkd/b.sock".into()),
+            route: "router".into(),
+        }],
+        routes: vec![RouteConfig {
+            name: "router".into(),
+            connect: LocalAddr::Tcp("127.0.0.1:19090".parse().unwrap()),
+        }],
+        source: PathBuf::new(),
+    }
+}
+
+#[test]
+fn the_documented_example_parses_to_the_defaults() {
+    assert_eq!(parse(EXAMPLE).unwrap(), expected_example());
+}
+
+#[test]
+fn the_example_in_config_md_is_the_one_tested_here() {
+    let doc = include_str!("../../docs/CONFIG.md");
+    let start = doc.find("```toml\n").expect("CONFIG.md has a toml block") + "```toml\n".len();
+    let block = &doc[start..];
+    let block = &block[..block.find("```").unwrap()];
+    assert_eq!(parse(block).unwrap(), expected_example());
+}
+
+#[test]
+fn every_default_value() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.log_level, "info");
+    assert_eq!(c.stats_interval, Some(Duration::from_secs(30)));
+    let q = &c.quic;
+    assert_eq!(q.idle_timeout, Duration::from_secs(10));
+    assert_eq!(q.keepalive_interval, Duration::from_secs(3));
+    assert_eq!(q.connect_timeout, Duration::from_secs(5));
+    assert_eq!(q.redial_min, Duration::from_millis(200));
+    assert_eq!(q.redial_max, Duration::from_secs(10));
+    assert_eq!(q.max_udp_payload, 1452);
+    assert_eq!(q.initial_stream_window, 1 << 20);
+    assert_eq!(q.max_stream_window, 16 << 20);
+    assert_eq!(q.initial_connection_window, 16 << 20);
+    assert_eq!(q.max_connection_window, 64 << 20);
+    assert_eq!(q.max_streams, 100_000);
+    assert_eq!(q.congestion_control, CongestionControl::Cubic);
+    assert!(q.gso && q.gro);
+    assert_eq!(c.relay.max_frame, 16 << 20);
+    assert_eq!(c.relay.buffer_size, 64 << 10);
+    assert_eq!(c.peers[0].connect, None);
+    assert!(c.links.is_empty() && c.routes.is_empty());
+}
+
+#[test]
+fn non_default_values_are_taken() {
+    let c = parse(
+        &MINIMAL
+            .replace(
+                "node = \"a\"",
+                "node = \"a\"\nstats_interval = \"0s\"\nlog_level = \"debug\"",
+            )
+            .replace(
+                "[quic]\n",
+                "[quic]\ncongestion_control = \"bbr2\"\ngso = false\nmax_udp_payload = 65527\n\
+                 initial_stream_window = 4096\nredial_max = \"1m\"\n",
+            ),
+    )
+    .unwrap();
+    assert_eq!(c.stats_interval, None);
+    assert_eq!(c.log_level, "debug");
+    assert_eq!(c.quic.congestion_control.name(), "bbr2");
+    assert!(!c.quic.gso && c.quic.gro);
+    assert_eq!(c.quic.max_udp_payload, 65527);
+    assert_eq!(c.quic.initial_stream_window, 4096);
+    assert_eq!(c.quic.redial_max, Duration::from_secs(60));
+    assert_eq!(CongestionControl::Reno.name(), "reno");
+    assert_eq!(CongestionControl::Cubic.name(), "cubic");
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let cases = [
+        parse(&format!("colour = \"red\"\n{MINIMAL}")),
+        quic_with("colour = \"red\""),
+        with("[relay]\ncolour = 1"),
+        with("[[links]]\npeer = \"b\"\nlisten = \"tcp:127.0.0.1:1\"\nroute = \"r\"\ncolour = 1"),
+        with("[[routes]]\nname = \"r\"\nconnect = \"tcp:127.0.0.1:1\"\ncolour = 1"),
+        parse(&MINIMAL.replace("name = \"b\"", "name = \"b\"\ncolour = 1")),
+        with("[colour]\nx = 1"),
+    ];
+    for r in cases {
+        let e = err_text(r);
+        assert!(e.starts_with("<config>: "), "{e}");
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        assert!(e.contains("line"), "{e}");
+    }
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let e = err_text(parse(&MINIMAL.replace("node = \"a\"", "")));
+    assert!(e.contains("missing field `node`"), "{e}");
+    let e = err_text(parse(&MINIMAL.replace("ca = \"ca.pem\"", "")));
+    assert!(e.contains("missing field `ca`"), "{e}");
+    let e = err_text(with("[[links]]\npeer = \"b\"\nroute = \"r\""));
+    assert!(e.contains("missing field `listen`"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("idle_timeout = \"10\"", "idle_timeout", "\"250ms\""),
+        ("idle_timeout = 10", "idle_timeout", "duration string"),
+        ("redial_min = \"soon\"", "redial_min", "invalid duration"),
+        (
+            "initial_stream_window = \"1MB\"",
+            "initial_stream_window",
+            "B, KiB, MiB or GiB",
+        ),
+        ("max_stream_window = -5", "max_stream_window", "negative"),
+        ("max_streams = \"many\"", "max_streams", "u64"),
+        (
+            "congestion_control = \"vegas\"",
+            "congestion_control",
+            "`bbr2`",
+        ),
+        ("gso = \"yes\"", "gso", "bool"),
+    ];
+    for (line, key, needle) in cases {
+        let e = err_text(quic_with(line));
+        assert!(e.contains(key) && e.contains(needle), "{line}: {e}");
+    }
+    let e = err_text(with("[relay]\nbuffer_size = \"64k\""));
+    assert!(e.contains("buffer_size") && e.contains("KiB"), "{e}");
+    let e = err_text(parse(&format!("stats_interval = \"often\"\n{MINIMAL}")));
+    assert!(e.contains("stats_interval"), "{e}");
+}
+
+#[test]
+fn bad_addresses_name_their_key() {
+    assert_invalid(
+        parse(&MINIMAL.replace("127.0.0.1:4433", "nowhere")),
+        "quic.listen",
+        "host:port",
+    );
+    assert_invalid(
+        parse(&MINIMAL.replace("name = \"b\"", "name = \"b\"\nconnect = \"b\"")),
+        "peers[0].connect",
+        "host:port",
+    );
+    assert_invalid(
+        with("[[links]]\npeer = \"b\"\nlisten = \"/run/x.sock\"\nroute = \"r\""),
+        "links[0].listen",
+        "unix:/path",
+    );
+    assert_invalid(
+        with("[[routes]]\nname = \"r\"\nconnect = \"unix:\""),
+        "routes[0].connect",
+        "empty",
+    );
+}
+
+#[test]
+fn names_must_be_short_and_plain() {
+    assert!(validate_name("node-1.dc_2").is_ok());
+    assert!(validate_name(&"x".repeat(64)).is_ok());
+    assert!(validate_name("").is_err());
+    assert!(validate_name(&"x".repeat(65)).is_err());
+    assert!(validate_name("a b").unwrap_err().contains("' '"));
+    assert!(validate_name("a/b").is_err());
+    assert!(validate_name("é").is_err());
+
+    assert_invalid(
+        parse(&MINIMAL.replace("node = \"a\"", "node = \"a b\"")),
+        "node",
+        "A-Z",
+    );
+    assert_invalid(
+        parse(&MINIMAL.replace("name = \"b\"", "name = \"\"")),
+        "peers[0].name",
+        "1 to 64",
+    );
+    assert_invalid(
+        with("[[links]]\npeer = \"b\"\nlisten = \"tcp:127.0.0.1:1\"\nroute = \"r/x\""),
+        "links[0].route",
+        "A-Z",
+    );
+    assert_invalid(
+        with("[[routes]]\nname = \"r:x\"\nconnect = \"tcp:127.0.0.1:1\""),
+        "routes[0].name",
+        "A-Z",
+    );
+}
+
+#[test]
+fn peers_are_required_unique_and_not_this_node() {
+    assert_invalid(
+        parse(&MINIMAL.replace("[[peers]]\nname = \"b\"\n", "")),
+        "peers",
+        "at least one",
+    );
+    assert_invalid(
+        with("[[peers]]\nname = \"b\""),
+        "peers[1].name",
+        "more than once",
+    );
+    assert_invalid(with("[[peers]]\nname = \"a\""), "peers[1].name", "own name");
+}
+
+#[test]
+fn links_need_a_known_peer_and_distinct_listen_addresses() {
+    let link = |peer: &str, listen: &str| {
+        format!("[[links]]\npeer = \"{peer}\"\nlisten = \"{listen}\"\nroute = \"r\"\n")
+    };
+    assert_invalid(
+        with(&format!(
+            "{}{}",
+            link("b", "tcp:127.0.0.1:1"),
+            link("c", "tcp:127.0.0.1:2")
+        )),
+        "links[1].peer",
+        "no peer named \"c\" in [[peers]]",
+    );
+    assert_invalid(
+        with(&format!(
+            "{}{}",
+            link("b", "unix:x.sock"),
+            link("b", "unix:/etc/rlinkd/x.sock")
+        )),
+        "links[1].listen",
+        "links[0]",
+    );
+    // Two links to the same peer and route on different endpoints are fine (router workers).
+    let c = with(&format!(
+        "{}{}",
+        link("b", "tcp:127.0.0.1:1"),
+        link("b", "tcp:127.0.0.1:2")
+    ))
+    .unwrap();
+    assert_eq!(c.links.len(), 2);
+}
+
+#[test]
+fn routes_are_unique_and_do_not_loop_into_a_link() {
+    let route =
+        |name: &str, to: &str| format!("[[routes]]\nname = \"{name}\"\nconnect = \"{to}\"\n");
+    assert_invalid(
+        with(&format!(
+            "{}{}",
+            route("r", "tcp:127.0.0.1:1"),
+            route("r", "tcp:127.0.0.1:2")
+        )),
+        "routes[1].name",
+        "more than once",
+    );
+    assert_invalid(
+        with(&format!(
+            "[[links]]\npeer = \"b\"\nlisten = \"tcp:127.0.0.1:7\"\nroute = \"r\"\n{}",
+            route("r", "tcp:127.0.0.1:7")
+        )),
+        "routes[0].connect",
+        "loop",
+    );
+}
+
+#[test]
+fn timing_rules() {
+    assert_invalid(
+        quic_with("keepalive_interval = \"10s\""),
+        "quic.keepalive_interval",
+        "shorter",
+    );
+    assert_invalid(
+        quic_with("idle_timeout = \"2s\"\nkeepalive_interval = \"2s\""),
+        "quic.keepalive_interval",
+        "shorter",
+    );
+    assert!(quic_with("idle_timeout = \"2s\"\nkeepalive_interval = \"1999ms\"").is_ok());
+    assert_invalid(
+        quic_with("redial_max = \"100ms\""),
+        "quic.redial_max",
+        "redial_min",
+    );
+    assert!(quic_with("redial_max = \"200ms\"").is_ok());
+    assert_invalid(
+        quic_with("connect_timeout = \"0s\""),
+        "quic.connect_timeout",
+        "greater than 0s",
+    );
+    assert_invalid(
+        quic_with("redial_min = \"0s\""),
+        "quic.redial_min",
+        "greater than 0s",
+    );
+}
+
+#[test]
+fn size_rules() {
+    assert_invalid(
+        quic_with("max_udp_payload = 1199"),
+        "quic.max_udp_payload",
+        "1200..=65527",
+    );
+    assert_invalid(
+        quic_with("max_udp_payload = 65528"),
+        "quic.max_udp_payload",
+        "1200..=65527",
+    );
+    assert!(quic_with("max_udp_payload = 1200").is_ok());
+    assert_invalid(
+        quic_with("max_stream_window = \"512KiB\""),
+        "quic.max_stream_window",
+        "initial_stream_window",
+    );
+    assert_invalid(
+        quic_with("initial_connection_window = \"128MiB\""),
+        "quic.max_connection_window",
+        "initial_connection_window",
+    );
+    assert_invalid(
+        quic_with("max_stream_window = \"128MiB\""),
+        "quic.max_connection_window",
+        "max_stream_window",
+    );
+    assert_invalid(
+        quic_with("initial_stream_window = 0"),
+        "quic.initial_stream_window",
+        "between",
+    );
+    assert_invalid(quic_with("max_streams = 0"), "quic.max_streams", "1..=2^60");
+    assert_invalid(
+        with("[relay]\nmax_frame = \"32MiB\""),
+        "relay.max_frame",
+        "16 MiB",
+    );
+    assert_invalid(
+        with("[relay]\nmax_frame = \"8GiB\""),
+        "relay.max_frame",
+        "16 MiB",
+    );
+    assert_invalid(with("[relay]\nmax_frame = 511"), "relay.max_frame", "512 B");
+    assert!(with("[relay]\nmax_frame = 512\nbuffer_size = \"16MiB\"").is_ok());
+    assert_invalid(
+        with("[relay]\nbuffer_size = \"2KiB\""),
+        "relay.buffer_size",
+        "4 KiB",
+    );
+    assert_invalid(
+        with("[relay]\nbuffer_size = \"17MiB\""),
+        "relay.buffer_size",
+        "16 MiB",
+    );
+}
+
+#[test]
+fn relative_paths_follow_the_base_dir_and_absolute_paths_stay() {
+    let text = MINIMAL
+        .replace("\"a.pem\"", "\"certs/a.pem\"")
+        .replace("\"ca.pem\"", "\"/pki/ca.pem\"")
+        + "[[links]]\npeer = \"b\"\nlisten = \"unix:run/b.sock\"\nroute = \"r\"\n\
+           [[links]]\npeer = \"b\"\nlisten = \"unix:/abs/b.sock\"\nroute = \"r\"\n\
+           [[routes]]\nname = \"r\"\nconnect = \"unix:router.sock\"\n\
+           [[routes]]\nname = \"s\"\nconnect = \"unix:/abs/router.sock\"\n";
+    let c = parse(&text).unwrap();
+    assert_eq!(c.quic.cert, PathBuf::from("/etc/rlinkd/certs/a.pem"));
+    assert_eq!(c.quic.key, PathBuf::from("/etc/rlinkd/a.key"));
+    assert_eq!(c.quic.ca, PathBuf::from("/pki/ca.pem"));
+    assert_eq!(
+        c.links[0].listen,
+        LocalAddr::Unix("/etc/rlinkd/run/b.sock".into())
+    );
+    assert_eq!(c.links[1].listen, LocalAddr::Unix("/abs/b.sock".into()));
+    assert_eq!(
+        c.routes[0].connect,
+        LocalAddr::Unix("/etc/rlinkd/router.sock".into())
+    );
+    assert_eq!(
+        c.routes[1].connect,
+        LocalAddr::Unix("/abs/router.sock".into())
+    );
+}
+
+#[test]
+fn load_resolves_against_the_file_and_reports_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+
+    assert_invalid(NodeConfig::load(&path), "quic.cert", "No such file");
+    std::fs::write(dir.path().join("a.pem"), "").unwrap();
+    std::fs::write(dir.path().join("a.key"), "").unwrap();
+    let e = NodeConfig::load(&path).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "quic.ca: {}: No such file or directory (os error 2)",
+            dir.path().join("ca.pem").display()
+        )
+    );
+    std::fs::create_dir(dir.path().join("ca.pem")).unwrap();
+    assert_invalid(NodeConfig::load(&path), "quic.ca", "not a regular file");
+    std::fs::remove_dir(dir.path().join("ca.pem")).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+
+    let c = NodeConfig::load(&path).unwrap();
+    assert_eq!(c.source, path);
+    assert_eq!(c.quic.cert, dir.path().join("a.pem"));
+    assert!(c.summary().contains(&format!("(from {})", path.display())));
+}
+
+#[test]
+fn load_names_the_file_in_read_and_parse_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.toml");
+    match NodeConfig::load(&path) {
+        Err(ConfigError::Io { path: p, source }) => {
+            assert_eq!(p, path);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&path, "node = ").unwrap();
+    let e = NodeConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}: ", path.display())) && e.contains("line 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn configs_built_in_code_validate_too() {
+    let mut c = expected_example();
+    assert!(c.validate().is_ok());
+    c.quic.keepalive_interval = c.quic.idle_timeout;
+    assert!(c.validate().is_err());
+}
+
+#[test]
+fn summary_shows_what_check_promises() {
+    let mut text = EXAMPLE.to_string();
+    text += "[[peers]]\nname = \"c\"\n";
+    let s = parse(&text).unwrap().summary();
+    for needle in [
+        "node a\n",
+        "quic listen 127.0.0.1:4433",
+        "/etc/rlinkd/a.pem",
+        "b dial 127.0.0.1:4434",
+        "c accept only",
+        "unix:/run/rlinkd/b.sock -> b/router",
+        "router -> tcp:127.0.0.1:19090",
+        "idle 10s, keepalive 3s, connect 5s, redial 200ms .. 10s",
+        "stream 1 MiB .. 16 MiB, connection 16 MiB .. 64 MiB, max streams 100000",
+        "max payload 1452 B, gso on, gro on, congestion control cubic",
+        "max frame 16 MiB, buffer 64 KiB",
+        "log: info, stats every 30s",
+    ] {
+        assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");
+    }
+}

@@ -1,0 +1,70 @@
+//! I/O backends. Everything that touches a socket lives here; the QUIC driver (`crate::quic`) and
+//! the relay's state machines never do.
+//!
+//! The seam is [`DatagramIo`]: receive a (possibly GRO-coalesced) buffer with its segment size,
+//! send a (possibly GSO) batch of equal-sized datagrams. The portable backend is [`udp::UdpSocket`]
+//! on mio; the io_uring engine implements the same trait.
+
+pub mod cmsg;
+pub mod local;
+pub mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+
+/// One receive: `len` bytes from `from`, made of datagrams of `segment_size` bytes each (the last
+/// may be shorter). Without GRO, `segment_size == len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvMeta {
+    pub from: SocketAddr,
+    pub len: usize,
+    pub segment_size: usize,
+}
+
+impl RecvMeta {
+    /// Number of datagrams in this receive.
+    pub fn segments(&self) -> usize {
+        if self.segment_size == 0 {
+            0
+        } else {
+            self.len.div_ceil(self.segment_size)
+        }
+    }
+}
+
+/// One send: `contents` split into datagrams of `segment_size` bytes (the last may be shorter),
+/// all to `to`.
+#[derive(Clone, Copy, Debug)]
+pub struct Transmit<'a> {
+    pub to: SocketAddr,
+    pub contents: &'a [u8],
+    pub segment_size: usize,
+}
+
+/// Counters every datagram backend keeps, reported in the stats line and by `rlinkd bench`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatagramStats {
+    pub send_calls: u64,
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    pub recv_calls: u64,
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+    /// Sends that failed with an error other than WouldBlock (the datagrams are dropped and QUIC
+    /// loss recovery resends them).
+    pub send_errors: u64,
+    /// Times GSO was switched off at run time because the kernel refused a segmented send.
+    pub gso_fallbacks: u64,
+}
+
+/// The datagram side of an I/O backend.
+pub trait DatagramIo {
+    fn local_addr(&self) -> SocketAddr;
+    /// Largest number of datagrams one [`Transmit`] may carry (1 without GSO).
+    fn max_gso_segments(&self) -> usize;
+    /// Receives one buffer. `Err(WouldBlock)` when nothing is queued.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<RecvMeta>;
+    /// Sends one batch whole. `Err(WouldBlock)` means nothing was sent: retry when writable.
+    fn send(&mut self, transmit: &Transmit<'_>) -> io::Result<()>;
+    fn stats(&self) -> DatagramStats;
+}

@@ -1,0 +1,28 @@
+//! # rlinkd
+//!
+//! A data plane for WAMP router-to-router links ("rlinks", as in Crossbar.io clusters): every
+//! RawSocket connection a router opens to a local rlinkd endpoint becomes one bidirectional QUIC
+//! stream on the single QUIC connection to the peer node, where rlinkd connects to the peer router
+//! and relays the RawSocket handshake and frames verbatim.
+//!
+//! ```text
+//!  router A --RawSocket (unix/tcp)--> rlinkd A ==QUIC, 1 stream per rlink==> rlinkd B --RawSocket--> router B
+//! ```
+//!
+//! Layout: [`rawsocket`] is the pure wire codec; [`quic`] the sans-I/O QUIC driver, stream
+//! preamble and TLS; [`io`] the sockets (UDP with GSO/GRO, local Unix/TCP); [`relay`] moves bytes
+//! between a local connection and a stream; [`node`] is the event loop that ties them together;
+//! [`config`] and [`cert`] are the user-facing set-up; [`endpoints`] holds built-in RawSocket
+//! routers and clients for the demo, tests and benchmarks.
+
+pub mod addr;
+pub mod cert;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod endpoints;
+pub mod io;
+pub mod node;
+pub mod quic;
+pub mod rawsocket;
+pub mod relay;

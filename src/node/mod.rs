@@ -1,0 +1,880 @@
+//! A node: one event loop (a shard) that owns the QUIC UDP socket, the QUIC driver, the link
+//! endpoints routers dial, and every relayed link.
+//!
+//! Each turn: wait for readiness or the next deadline; receive datagrams and feed the driver;
+//! handle connection events; service readable/writable streams and local sockets; expire
+//! deadlines; flush the driver's datagrams in GSO batches.
+
+mod peers;
+mod stats;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::addr::LocalAddr;
+use crate::config::NodeConfig;
+use crate::io::local::{LocalListener, LocalStream};
+use crate::io::udp::{UdpSocket, MAX_GSO_BYTES};
+use crate::io::{DatagramIo, Transmit};
+use crate::quic::codes::{ConnCode, StreamCode};
+use crate::quic::driver::{Batch, ConnId, Direction, DriverEvent, QuicDriver};
+use crate::quic::preamble;
+use crate::rawsocket::error_reply;
+use crate::relay::link::{Link, LinkEnd, Role, StreamRef};
+
+pub use peers::Backoff;
+use peers::Peer;
+use stats::NodeStats;
+
+const UDP: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const LISTENER_BASE: usize = 16;
+const LINK_BASE: usize = 1 << 24;
+/// Receive buffers handled per loop turn before local sockets get their turn.
+const RECV_BURST: usize = 64;
+/// How long a stopping node waits for its CONNECTION_CLOSE frames to leave.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("QUIC socket {addr}: {source}")]
+    Udp { addr: SocketAddr, source: io::Error },
+    #[error("link endpoint {addr}: {source}")]
+    Listen { addr: LocalAddr, source: io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::quic::tls::TlsSetupError),
+    #[error("event loop: {0}")]
+    Poll(io::Error),
+}
+
+pub struct Node {
+    cfg: NodeConfig,
+    poll: Poll,
+    signals: Signals,
+    udp: UdpSocket,
+    driver: QuicDriver,
+    peers: Vec<Peer>,
+    peer_index: HashMap<String, usize>,
+    listeners: Vec<(LocalListener, usize)>,
+    routes: HashMap<String, LocalAddr>,
+    links: Slab<Link>,
+    by_stream: HashMap<(ConnId, u64), usize>,
+    preambles: HashMap<(ConnId, u64), Vec<u8>>,
+    /// (deadline, link) in deadline order (every deadline is now + a fixed timeout).
+    deadlines: VecDeque<(Instant, usize)>,
+    dirty: Vec<usize>,
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
+    tx_pending: Option<Batch>,
+    udp_readable: bool,
+    stats: NodeStats,
+    next_stats: Option<Instant>,
+    stopping: Option<Instant>,
+}
+
+impl Node {
+    /// Binds every socket the configuration names. Fails with the address that could not be used.
+    pub fn bind(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let poll = Poll::new().map_err(NodeError::Poll)?;
+        let q = &cfg.quic;
+        let mut udp = UdpSocket::bind(q.listen, q.gso, q.gro).map_err(|source| NodeError::Udp {
+            addr: q.listen,
+            source,
+        })?;
+        poll.registry()
+            .register(udp.source(), UDP, Interest::READABLE | Interest::WRITABLE)
+            .map_err(NodeError::Poll)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(NodeError::Poll)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(NodeError::Poll)?;
+
+        let quiche_config = crate::quic::tls::quiche_config(q)?;
+        let driver = QuicDriver::new(
+            quiche_config,
+            udp.local_addr(),
+            cfg.peers.iter().map(|p| p.name.clone()),
+            q.keepalive_interval,
+        );
+
+        let mut listeners = Vec::new();
+        for (i, link) in cfg.links.iter().enumerate() {
+            let mut l = LocalListener::bind(&link.listen).map_err(|source| NodeError::Listen {
+                addr: link.listen.clone(),
+                source,
+            })?;
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)
+                .map_err(NodeError::Poll)?;
+            listeners.push((l, i));
+        }
+        let peers: Vec<Peer> = cfg
+            .peers
+            .iter()
+            .map(|p| {
+                Peer::new(
+                    p.name.clone(),
+                    p.connect,
+                    Backoff::new(q.redial_min, q.redial_max),
+                )
+            })
+            .collect();
+        let peer_index = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect();
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), r.connect.clone()))
+            .collect();
+        let caps = udp.capabilities();
+        tracing::info!(node = %cfg.node, quic = %udp.local_addr(), gso = caps.gso, gro = caps.gro, "node listening");
+        Ok(Node {
+            next_stats: cfg.stats_interval.map(|d| Instant::now() + d),
+            cfg,
+            poll,
+            signals,
+            udp,
+            driver,
+            peers,
+            peer_index,
+            listeners,
+            routes,
+            links: Slab::new(),
+            by_stream: HashMap::new(),
+            preambles: HashMap::new(),
+            deadlines: VecDeque::new(),
+            dirty: Vec::new(),
+            rx_buf: vec![0; 65_536],
+            tx_buf: vec![0; MAX_GSO_BYTES],
+            tx_pending: None,
+            udp_readable: true,
+            stats: NodeStats::default(),
+            stopping: None,
+        })
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.udp.local_addr()
+    }
+
+    /// Runs until SIGINT or SIGTERM.
+    pub fn run(&mut self) -> Result<(), NodeError> {
+        let mut events = Events::with_capacity(1024);
+        let now = Instant::now();
+        for i in 0..self.peers.len() {
+            if self.peers[i].connect.is_some() {
+                self.dial(i, now);
+            }
+        }
+        loop {
+            let now = Instant::now();
+            let timeout = if self.udp_readable || !self.dirty.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|t| t.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(NodeError::Poll(e));
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    UDP => {
+                        if ev.is_readable() {
+                            self.udp_readable = true;
+                        }
+                    }
+                    SIGNALS => self.on_signal(),
+                    Token(t) if t >= LINK_BASE => {
+                        self.on_link_event(t - LINK_BASE, ev.is_writable() || ev.is_error())
+                    }
+                    Token(t) if t >= LISTENER_BASE => self.accept_local(t - LISTENER_BASE),
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            self.receive(now);
+            if self.driver.timeout().is_some_and(|t| t <= now) {
+                self.driver.on_timeout(now);
+            }
+            self.service(now);
+            self.flush(now);
+            // Sending can close connections (a CONNECTION_CLOSE went out): handle that now.
+            self.service(now);
+            if let Some(t) = self.next_stats {
+                if t <= now {
+                    self.log_stats();
+                    self.next_stats = self.cfg.stats_interval.map(|d| now + d);
+                }
+            }
+            if let Some(deadline) = self.stopping {
+                if self.driver.conn_ids().is_empty() || now >= deadline {
+                    tracing::info!(node = %self.cfg.node, "stopped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Everything between input and output: connection events, streams, local sockets,
+    /// deadlines.
+    fn service(&mut self, now: Instant) {
+        self.handle_driver_events(now);
+        self.service_streams(now);
+        self.pump_dirty(now);
+        self.expire(now);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.driver.timeout(),
+            self.deadlines.front().map(|(t, _)| *t),
+            self.peers.iter().filter_map(|p| p.redial_at).min(),
+            self.next_stats,
+            self.stopping,
+            self.tx_pending
+                .map(|_| Instant::now() + Duration::from_millis(1)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---- input ----
+
+    fn receive(&mut self, now: Instant) {
+        if !self.udp_readable {
+            return;
+        }
+        for _ in 0..RECV_BURST {
+            match self.udp.recv(&mut self.rx_buf) {
+                Ok(meta) => {
+                    for datagram in self.rx_buf[..meta.len].chunks_mut(meta.segment_size) {
+                        self.driver.recv(datagram, meta.from, now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.udp_readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors surface here on some kernels; QUIC's timers handle the peer.
+                    tracing::debug!(error = %e, "UDP receive error");
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self) {
+        for sig in self.signals.pending() {
+            tracing::info!(signal = sig, "stopping");
+        }
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+        for (mut l, i) in self.listeners.drain(..) {
+            self.poll.registry().deregister(&mut l).ok();
+            if let LocalAddr::Unix(path) = &self.cfg.links[i].listen {
+                std::fs::remove_file(path).ok();
+            }
+        }
+        let keys: Vec<usize> = self.links.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.fail_link(key, StreamCode::Shutdown, "node stopping");
+        }
+        for cid in self.driver.conn_ids() {
+            self.driver.close(cid, ConnCode::Shutdown, "node stopping");
+        }
+        for p in &mut self.peers {
+            p.redial_at = None;
+        }
+    }
+
+    fn accept_local(&mut self, listener: usize) {
+        let now = Instant::now();
+        loop {
+            let Some((l, link_idx)) = self.listeners.get(listener) else {
+                return;
+            };
+            let link_idx = *link_idx;
+            let sock = match l.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, endpoint = %self.cfg.links[link_idx].listen, "accept failed");
+                    return;
+                }
+            };
+            let cfg = &self.cfg.links[link_idx];
+            let role = Role::Dialer {
+                peer: cfg.peer.clone(),
+                route: cfg.route.clone(),
+            };
+            let link = Link::new(
+                role,
+                sock,
+                self.cfg.relay.buffer_size,
+                self.cfg.relay.max_frame,
+                now,
+            );
+            if let Some(key) = self.insert_link(link, now) {
+                self.stats.links_opened += 1;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn insert_link(&mut self, mut link: Link, now: Instant) -> Option<usize> {
+        let key = self.links.vacant_key();
+        link.sock.tune();
+        if let Err(e) = self.poll.registry().register(
+            &mut link.sock,
+            Token(LINK_BASE + key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot watch local connection");
+            return None;
+        }
+        let deadline = now + self.cfg.quic.connect_timeout;
+        link.deadline = Some(deadline);
+        self.deadlines.push_back((deadline, key));
+        Some(self.links.insert(link))
+    }
+
+    fn on_link_event(&mut self, key: usize, writable: bool) {
+        let Some(link) = self.links.get_mut(key) else {
+            return;
+        };
+        if link.connecting && writable {
+            match link.sock.finish_connect() {
+                Ok(true) => {
+                    link.connecting = false;
+                    link.deadline = None;
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    let why = format!("route {} target unreachable: {e}", link.role.route());
+                    self.fail_link(key, StreamCode::RouteUnreachable, &why);
+                    return;
+                }
+            }
+        }
+        self.dirty.push(key);
+    }
+
+    // ---- connections ----
+
+    fn dial(&mut self, i: usize, now: Instant) {
+        let p = &mut self.peers[i];
+        let Some(addr) = p.connect else { return };
+        p.redial_at = None;
+        match self.driver.connect(&p.name, addr, now) {
+            Ok(cid) => p.dialing = Some(cid),
+            Err(e) => {
+                let delay = p.backoff.next_delay();
+                tracing::warn!(peer = %p.name, %addr, error = %e, "cannot dial; retrying in {delay:.1?}");
+                p.redial_at = Some(now + delay);
+            }
+        }
+    }
+
+    fn handle_driver_events(&mut self, now: Instant) {
+        while let Some(ev) = self.driver.poll_event() {
+            match ev {
+                DriverEvent::Established {
+                    conn,
+                    peer,
+                    direction,
+                } => {
+                    let Some(&i) = self.peer_index.get(&peer) else {
+                        continue;
+                    };
+                    let addr = self.driver.conn(conn).map(|c| c.peer_addr);
+                    tracing::info!(peer = %peer, ?direction, addr = ?addr, "peer connected");
+                    let p = &mut self.peers[i];
+                    if direction == Direction::Outgoing {
+                        p.dialing = None;
+                        p.backoff.reset();
+                        p.failures = 0;
+                    }
+                    let old = p.superseded_by(conn, direction);
+                    p.conns.retain(|(c, _)| !old.contains(c));
+                    p.conns.push((conn, direction));
+                    for c in old {
+                        tracing::info!(peer = %peer, "closing an older connection replaced by the new one");
+                        self.driver.close(
+                            c,
+                            ConnCode::Superseded,
+                            "replaced by a newer connection",
+                        );
+                    }
+                    self.open_waiting(i, now);
+                }
+                DriverEvent::Closed {
+                    conn,
+                    peer,
+                    direction,
+                    addr,
+                    reason,
+                    was_established,
+                } => {
+                    self.on_conn_closed(conn, peer, direction, addr, &reason, was_established, now);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_conn_closed(
+        &mut self,
+        conn: ConnId,
+        peer: Option<String>,
+        direction: Direction,
+        addr: SocketAddr,
+        reason: &str,
+        was_established: bool,
+        now: Instant,
+    ) {
+        let carried: Vec<usize> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.stream.is_some_and(|(c, _)| c == conn))
+            .map(|(k, _)| k)
+            .collect();
+        let n = carried.len();
+        for key in carried {
+            self.close_link_quietly(key);
+        }
+        self.preambles.retain(|(c, _), _| *c != conn);
+        let i = peer.as_ref().and_then(|p| self.peer_index.get(p)).copied();
+        let stopping = self.stopping.is_some();
+        match (i, direction) {
+            (Some(i), _) => {
+                let p = &mut self.peers[i];
+                p.conns.retain(|(c, _)| *c != conn);
+                let ours = direction == Direction::Outgoing;
+                if ours && p.dialing == Some(conn) {
+                    p.dialing = None;
+                }
+                if was_established {
+                    tracing::warn!(peer = %p.name, %addr, links_closed = n, "peer connection lost: {reason}");
+                }
+                if ours
+                    && !stopping
+                    && p.dialing.is_none()
+                    && !p.conns.iter().any(|(_, d)| *d == Direction::Outgoing)
+                {
+                    p.failures += 1;
+                    let delay = p.backoff.next_delay();
+                    if !was_established {
+                        if p.failures <= 3 || p.failures % 10 == 0 {
+                            tracing::warn!(peer = %p.name, %addr, attempt = p.failures, "cannot reach peer: {reason}; retrying in {delay:.1?}");
+                        } else {
+                            tracing::debug!(peer = %p.name, %addr, "cannot reach peer: {reason}; retrying in {delay:.1?}");
+                        }
+                    }
+                    p.redial_at = Some(now + delay);
+                }
+            }
+            (None, _) if !was_established && !stopping => {
+                tracing::warn!(%addr, "incoming connection failed before it was established: {reason}");
+            }
+            _ => {}
+        }
+    }
+
+    // ---- streams ----
+
+    fn service_streams(&mut self, now: Instant) {
+        for cid in self.driver.conn_ids() {
+            let Some(c) = self.driver.conn_mut(cid) else {
+                continue;
+            };
+            let mut readable = Vec::new();
+            while let Some(sid) = c.quic.stream_readable_next() {
+                readable.push(sid);
+            }
+            while let Some(sid) = c.quic.stream_writable_next() {
+                if let Some(&key) = self.by_stream.get(&(cid, sid)) {
+                    self.dirty.push(key);
+                }
+            }
+            for sid in readable {
+                match self.by_stream.get(&(cid, sid)) {
+                    Some(&key) => self.dirty.push(key),
+                    None => self.on_stream_start(cid, sid, now),
+                }
+            }
+        }
+    }
+
+    /// Data on a stream with no link: a peer opening an rlink (read its preamble), or leftovers
+    /// of a link already gone (refuse them).
+    fn on_stream_start(&mut self, cid: ConnId, sid: u64, now: Instant) {
+        let Some(c) = self.driver.conn_mut(cid) else {
+            return;
+        };
+        let ours = (sid % 2 == 0) == (c.direction == Direction::Outgoing);
+        if ours {
+            c.quic
+                .stream_shutdown(sid, quiche::Shutdown::Read, StreamCode::LocalAbort as u64)
+                .ok();
+            return;
+        }
+        let peer = c.peer.clone().unwrap_or_default();
+        let buf = self.preambles.entry((cid, sid)).or_default();
+        let mut chunk = [0u8; preamble::MAX_LEN];
+        loop {
+            let want = preamble::bytes_wanted(buf);
+            if want == 0 {
+                break;
+            }
+            match c.quic.stream_recv(sid, &mut chunk[..want]) {
+                Ok((n, fin)) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if fin && preamble::bytes_wanted(buf) > 0 {
+                        self.preambles.remove(&(cid, sid));
+                        return;
+                    }
+                }
+                Err(quiche::Error::Done) => return,
+                Err(_) => {
+                    self.preambles.remove(&(cid, sid));
+                    return;
+                }
+            }
+        }
+        let decoded = preamble::decode(buf);
+        self.preambles.remove(&(cid, sid));
+        let route = match decoded {
+            Ok(Some((route, _))) => route,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(peer = %peer, stream = sid, "refused stream: {e}");
+                reset_stream(c, sid, StreamCode::BadPreamble);
+                return;
+            }
+        };
+        let Some(target) = self.routes.get(&route).cloned() else {
+            tracing::warn!(peer = %peer, route = %route, "refused stream: no such route on this node");
+            reset_stream(c, sid, StreamCode::UnknownRoute);
+            return;
+        };
+        let sock = match LocalStream::connect(&target) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(peer = %peer, route = %route, target = %target, "route target unreachable: {e}");
+                reset_stream(c, sid, StreamCode::RouteUnreachable);
+                self.stats.route_failures += 1;
+                return;
+            }
+        };
+        let mut link = Link::new(
+            Role::Acceptor { peer, route },
+            sock,
+            self.cfg.relay.buffer_size,
+            self.cfg.relay.max_frame,
+            now,
+        );
+        link.stream = Some((cid, sid));
+        link.connecting = matches!(target, LocalAddr::Tcp(_));
+        match self.insert_link(link, now) {
+            Some(key) => {
+                self.by_stream.insert((cid, sid), key);
+                self.stats.links_opened += 1;
+                self.dirty.push(key);
+            }
+            None => {
+                if let Some(c) = self.driver.conn_mut(cid) {
+                    reset_stream(c, sid, StreamCode::RouteUnreachable);
+                }
+            }
+        }
+    }
+
+    fn pump_dirty(&mut self, now: Instant) {
+        while !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for key in dirty {
+                self.pump_link(key, now);
+            }
+        }
+    }
+
+    fn pump_link(&mut self, key: usize, now: Instant) {
+        let Some(link) = self.links.get_mut(key) else {
+            return;
+        };
+        let stream = link.stream.and_then(|(cid, sid)| {
+            self.driver.conn_mut(cid).map(|c| StreamRef {
+                quic: &mut c.quic,
+                id: sid,
+            })
+        });
+        let had_stream = link.stream.is_some();
+        match link.pump(stream) {
+            Ok(true) => self.finish_link(key),
+            Ok(false) => {
+                if !had_stream && link.client_ready() && matches!(link.role, Role::Dialer { .. }) {
+                    self.open_or_wait(key, now);
+                }
+            }
+            Err(LinkEnd::ClientHandshake(e)) => {
+                if let Some(code) = e.reply_code() {
+                    if let Some(link) = self.links.get_mut(key) {
+                        link.sock.write_all(&error_reply(code)).ok();
+                    }
+                }
+                self.fail_link(
+                    key,
+                    StreamCode::RawSocketViolation,
+                    &format!("client sent a bad handshake: {e}"),
+                );
+            }
+            Err(end) => {
+                let code = match &end {
+                    LinkEnd::Protocol(_) | LinkEnd::ClientHandshake(_) => {
+                        StreamCode::RawSocketViolation
+                    }
+                    _ => StreamCode::LocalAbort,
+                };
+                self.fail_link(key, code, &end.to_string());
+            }
+        }
+    }
+
+    /// A dialer whose client handshake is in: open its stream on the peer's connection, or wait
+    /// for one (bounded by the link's deadline).
+    fn open_or_wait(&mut self, key: usize, _now: Instant) {
+        let Some(link) = self.links.get(key) else {
+            return;
+        };
+        let Some(&i) = self.peer_index.get(link.role.peer()) else {
+            return;
+        };
+        if !self.try_open(key, i) && !self.peers[i].waiting.contains(&key) {
+            self.peers[i].waiting.push_back(key);
+        }
+    }
+
+    fn try_open(&mut self, key: usize, peer: usize) -> bool {
+        let Some(cid) = self.peers[peer].active() else {
+            return false;
+        };
+        let Some(link) = self.links.get_mut(key) else {
+            return true;
+        };
+        if link.stream.is_some() {
+            return true;
+        }
+        let Ok(pre) = preamble::encode(link.role.route()) else {
+            return true;
+        };
+        let Some(sid) = self.driver.open_stream(cid) else {
+            return false;
+        };
+        link.from_local.set_prefix(pre);
+        link.stream = Some((cid, sid));
+        link.deadline = None;
+        self.by_stream.insert((cid, sid), key);
+        self.dirty.push(key);
+        true
+    }
+
+    fn open_waiting(&mut self, peer: usize, _now: Instant) {
+        while let Some(&key) = self.peers[peer].waiting.front() {
+            if !self.try_open(key, peer) {
+                return;
+            }
+            self.peers[peer].waiting.pop_front();
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, key)) = self.deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(link) = self.links.get(key) else {
+                continue;
+            };
+            if link.deadline != Some(t) {
+                continue;
+            }
+            let why = match (&link.role, link.stream, link.client_ready()) {
+                (Role::Dialer { peer, .. }, None, true) => format!(
+                    "peer {peer} not reachable within {:?}",
+                    self.cfg.quic.connect_timeout
+                ),
+                (Role::Dialer { .. }, _, _) => {
+                    "no RawSocket handshake from the client in time".to_string()
+                }
+                (Role::Acceptor { route, .. }, _, _) => {
+                    format!("route {route} target did not accept in time")
+                }
+            };
+            let code = if matches!(link.role, Role::Acceptor { .. }) {
+                StreamCode::RouteUnreachable
+            } else {
+                StreamCode::LocalAbort
+            };
+            self.fail_link(key, code, &why);
+        }
+        for i in 0..self.peers.len() {
+            if self.peers[i].redial_at.is_some_and(|t| t <= now) && self.stopping.is_none() {
+                self.dial(i, now);
+            }
+            if !self.peers[i].waiting.is_empty() {
+                self.open_waiting(i, now);
+            }
+        }
+    }
+
+    // ---- link endings ----
+
+    fn remove_link(&mut self, key: usize) -> Option<Link> {
+        let mut link = self.links.try_remove(key)?;
+        self.poll.registry().deregister(&mut link.sock).ok();
+        if let Some(s) = link.stream {
+            self.by_stream.remove(&s);
+        }
+        if let Some(i) = self.peer_index.get(link.role.peer()) {
+            self.peers[*i].waiting.retain(|k| *k != key);
+        }
+        Some(link)
+    }
+
+    fn finish_link(&mut self, key: usize) {
+        if let Some(link) = self.remove_link(key) {
+            self.stats.links_closed += 1;
+            log_link_end(&link, "closed by both ends", false);
+        }
+    }
+
+    /// Ends a link abnormally: resets its stream with `code` and closes the local connection.
+    fn fail_link(&mut self, key: usize, code: StreamCode, why: &str) {
+        let Some(link) = self.remove_link(key) else {
+            return;
+        };
+        self.stats.links_closed += 1;
+        self.stats.links_failed += 1;
+        if let Some((cid, sid)) = link.stream {
+            if let Some(c) = self.driver.conn_mut(cid) {
+                reset_stream(c, sid, code);
+            }
+        }
+        log_link_end(&link, why, true);
+    }
+
+    /// The connection under a link is gone: close the local side so the router reconnects.
+    fn close_link_quietly(&mut self, key: usize) {
+        if let Some(link) = self.remove_link(key) {
+            self.stats.links_closed += 1;
+            log_link_end(&link, "peer connection lost", false);
+        }
+    }
+
+    // ---- output ----
+
+    fn flush(&mut self, now: Instant) {
+        if let Some(b) = self.tx_pending {
+            let t = Transmit {
+                to: b.to,
+                contents: &self.tx_buf[..b.len],
+                segment_size: b.segment_size,
+            };
+            match self.udp.send(&t) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                _ => self.tx_pending = None,
+            }
+        }
+        let segments = self.udp.max_gso_segments();
+        for cid in self.driver.conn_ids() {
+            while let Some(b) = self
+                .driver
+                .poll_transmit(cid, &mut self.tx_buf, segments, now)
+            {
+                let t = Transmit {
+                    to: b.to,
+                    contents: &self.tx_buf[..b.len],
+                    segment_size: b.segment_size,
+                };
+                if let Err(e) = self.udp.send(&t) {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        self.tx_pending = Some(b);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_stats(&self) {
+        stats::log(self);
+    }
+
+    /// Unix socket paths this node created, for cleanup by callers that stop it without a signal.
+    pub fn unix_endpoints(&self) -> Vec<PathBuf> {
+        self.cfg
+            .links
+            .iter()
+            .filter_map(|l| match &l.listen {
+                LocalAddr::Unix(p) => Some(p.clone()),
+                LocalAddr::Tcp(_) => None,
+            })
+            .collect()
+    }
+}
+
+fn reset_stream(c: &mut crate::quic::driver::Conn, sid: u64, code: StreamCode) {
+    c.quic
+        .stream_shutdown(sid, quiche::Shutdown::Read, code as u64)
+        .ok();
+    c.quic
+        .stream_shutdown(sid, quiche::Shutdown::Write, code as u64)
+        .ok();
+}
+
+fn log_link_end(link: &Link, why: &str, failed: bool) {
+    let c = link.counters();
+    let realm = link.realm().unwrap_or("?");
+    let dir = match link.role {
+        Role::Dialer { .. } => "out",
+        Role::Acceptor { .. } => "in",
+    };
+    let secs = link.opened.elapsed().as_secs_f64();
+    let msg = format!(
+        "link {dir} peer={} route={} realm={realm} to_router={}f/{}B to_client={}f/{}B after {secs:.1}s: {why}",
+        link.role.peer(),
+        link.role.route(),
+        c.to_router_frames,
+        c.to_router_bytes,
+        c.to_client_frames,
+        c.to_client_bytes
+    );
+    if failed {
+        tracing::warn!("{msg}");
+    } else {
+        tracing::info!("{msg}");
+    }
+}

@@ -1,0 +1,60 @@
+//! The periodic stats line of `rlinkd run`.
+
+use super::Node;
+use crate::io::DatagramIo;
+
+/// Links listed one per line under the summary; the rest are counted.
+const LINKS_LISTED: usize = 20;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeStats {
+    pub links_opened: u64,
+    pub links_closed: u64,
+    pub links_failed: u64,
+    pub route_failures: u64,
+}
+
+pub(super) fn log(node: &Node) {
+    let up = node.peers.iter().filter(|p| p.active().is_some()).count();
+    let io = node.udp.stats();
+    let d = node.driver.stats();
+    let per = |n: u64, calls: u64| {
+        if calls == 0 {
+            0.0
+        } else {
+            n as f64 / calls as f64
+        }
+    };
+    tracing::info!(
+        "stats: peers {up}/{} up, links {} open ({} opened, {} closed, {} failed), udp tx {} datagrams in {} sends ({:.1}/send), rx {} datagrams in {} receives ({:.1}/receive), dropped datagrams: {} unparsable, {} unknown connection",
+        node.peers.len(),
+        node.links.len(),
+        node.stats.links_opened,
+        node.stats.links_closed,
+        node.stats.links_failed,
+        io.datagrams_sent,
+        io.send_calls,
+        per(io.datagrams_sent, io.send_calls),
+        io.datagrams_received,
+        io.recv_calls,
+        per(io.datagrams_received, io.recv_calls),
+        d.unparsable,
+        d.unknown_connection,
+    );
+    for (_, link) in node.links.iter().take(LINKS_LISTED) {
+        let c = link.counters();
+        tracing::info!(
+            "  link peer={} route={} realm={} to_router={}f/{}B to_client={}f/{}B",
+            link.role.peer(),
+            link.role.route(),
+            link.realm().unwrap_or("?"),
+            c.to_router_frames,
+            c.to_router_bytes,
+            c.to_client_frames,
+            c.to_client_bytes
+        );
+    }
+    if node.links.len() > LINKS_LISTED {
+        tracing::info!("  ... and {} more links", node.links.len() - LINKS_LISTED);
+    }
+}

@@ -1,0 +1,134 @@
+//! Application error codes carried by RESET_STREAM / STOP_SENDING (per link) and by
+//! CONNECTION_CLOSE (per node pair). Written down in docs/PROTOCOL.md; mapped from internal errors
+//! here and nowhere else.
+
+/// Why a stream (one rlink) was reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum StreamCode {
+    /// The stream's preamble names a route the receiving node does not have.
+    UnknownRoute = 0x01,
+    /// The receiving node could not connect to the route's target (refused, missing socket,
+    /// timeout).
+    RouteUnreachable = 0x02,
+    /// The preamble is malformed or of an unsupported version.
+    BadPreamble = 0x03,
+    /// A RawSocket rule was broken on this link (bad handshake, reserved bits, frame over the
+    /// announced limit).
+    RawSocketViolation = 0x04,
+    /// The local connection on the sending node failed (reset by the router or client, I/O error).
+    LocalAbort = 0x05,
+    /// The sending node is shutting down.
+    Shutdown = 0x06,
+}
+
+impl StreamCode {
+    pub fn from_code(code: u64) -> Option<StreamCode> {
+        Some(match code {
+            0x01 => StreamCode::UnknownRoute,
+            0x02 => StreamCode::RouteUnreachable,
+            0x03 => StreamCode::BadPreamble,
+            0x04 => StreamCode::RawSocketViolation,
+            0x05 => StreamCode::LocalAbort,
+            0x06 => StreamCode::Shutdown,
+            _ => return None,
+        })
+    }
+
+    pub fn describe(code: u64) -> String {
+        match StreamCode::from_code(code) {
+            Some(c) => format!("{c:?} (0x{code:02x})"),
+            None => format!("unknown code 0x{code:x}"),
+        }
+    }
+}
+
+/// Why a connection was closed by the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum ConnCode {
+    /// Orderly shutdown of a node.
+    Shutdown = 0x00,
+    /// The peer's certificate does not name a configured peer.
+    UnknownPeer = 0x10,
+    /// A newer connection from the same peer replaced this one.
+    Superseded = 0x11,
+}
+
+/// Names of the TLS alerts a failed handshake reports (QUIC carries them as 0x100 + alert).
+pub fn tls_alert_name(alert: u8) -> &'static str {
+    match alert {
+        10 => "unexpected_message",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        80 => "internal_error",
+        109 => "missing_extension",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        _ => "other",
+    }
+}
+
+/// A readable account of a CONNECTION_CLOSE, for logs.
+pub fn describe_close(err: &quiche::ConnectionError) -> String {
+    let reason = String::from_utf8_lossy(&err.reason);
+    let reason = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    };
+    if err.is_app {
+        let name = match err.error_code {
+            0x00 => "shutdown",
+            0x10 => "certificate does not name a configured peer",
+            0x11 => "superseded by a newer connection",
+            _ => "application error",
+        };
+        format!("{name} (app 0x{:x}){reason}", err.error_code)
+    } else if (0x100..0x200).contains(&err.error_code) {
+        let alert = (err.error_code - 0x100) as u8;
+        format!("TLS alert {alert} {}{reason}", tls_alert_name(alert))
+    } else {
+        format!("transport error 0x{:x}{reason}", err.error_code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_codes_round_trip() {
+        for c in [
+            StreamCode::UnknownRoute,
+            StreamCode::RouteUnreachable,
+            StreamCode::BadPreamble,
+            StreamCode::RawSocketViolation,
+            StreamCode::LocalAbort,
+            StreamCode::Shutdown,
+        ] {
+            assert_eq!(StreamCode::from_code(c as u64), Some(c));
+        }
+        assert_eq!(StreamCode::from_code(0), None);
+        assert!(StreamCode::describe(0x99).contains("unknown"));
+    }
+
+    #[test]
+    fn tls_alerts_are_named() {
+        let e = quiche::ConnectionError {
+            is_app: false,
+            error_code: 0x100 + 48,
+            reason: vec![],
+        };
+        assert_eq!(describe_close(&e), "TLS alert 48 unknown_ca");
+    }
+}

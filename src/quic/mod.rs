@@ -1,0 +1,14 @@
+//! QUIC between rlinkd nodes: a sans-I/O driver over quiche ([`driver::QuicDriver`]), the stream
+//! preamble that names a route ([`preamble`]), the wire's error codes ([`codes`]) and the mutual
+//! TLS 1.3 setup ([`tls`]).
+//!
+//! One QUIC connection per node pair carries every rlink between them, one bidirectional stream
+//! per rlink. `docs/PROTOCOL.md` is the reference for what crosses the wire.
+
+pub mod codes;
+pub mod driver;
+pub mod preamble;
+pub mod tls;
+
+/// ALPN protocol identifier of rlinkd's QUIC connections; bumps with an incompatible change.
+pub const ALPN: &[u8] = b"rlinkd/1";

@@ -14,11 +14,13 @@
 #
 # Checks (autobahn clients, scripts/crossbar_e2e.py): subscriber+callee on one node, publisher+caller
 # on the other; events and calls must cross, in both directions; then rlinkd A is killed and
-# restarted, the rlinks must come back by themselves, and the checks run again.
+# restarted (SIGTERM, then again after a SIGKILL), the rlinks must come back by themselves, and
+# the checks run again each time.
 #
 # Work dir build/crossbar-e2e/ (configs, certs, logs/) is wiped at the start and kept afterwards.
 # Needs: python3 (with venv), PyPI access on the first run (build/venv-crossbar is reused).
-# Environment: CHECK_TIMEOUT (s, default 30), RLINK_TIMEOUT (s, default 45),
+# Environment: CHECK_TIMEOUT (s, default 30), RLINK_TIMEOUT (s, default 45), GLOBAL_TIMEOUT (s,
+#              default 480), RUST_LOG (rlinkd, default info),
 #              CROSSBAR_VERSION (default 26.10.1; falls back to the latest if that does not install).
 set -euo pipefail
 
@@ -29,7 +31,7 @@ RLINKD=""
 for arg in "$@"; do
     case "$arg" in
         --direct) MODE=direct ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         -*) echo "crossbar-e2e: unknown option $arg" >&2; exit 2 ;;
         *) RLINKD=$arg ;;
     esac
@@ -78,12 +80,12 @@ start_bg() {
     log "started $name (pid $pid): $*"
 }
 
-# stop_bg NAME [GRACE]: SIGTERM the process group, SIGKILL after GRACE seconds, reap
+# stop_bg NAME [GRACE [SIGNAL]]: signal (default TERM) the process group, SIGKILL after GRACE s, reap
 stop_bg() {
-    local name=$1 grace=${2:-10}
+    local name=$1 grace=${2:-10} sig=${3:-TERM}
     local pid=${PIDS[$name]:-}
     [ -n "$pid" ] || return 0
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
     local i
     for ((i = 0; i < grace * 10; i++)); do
         is_alive "$pid" || break
@@ -113,8 +115,8 @@ show_logs() {
         echo "----- tail of $f -----"
         tail -n 25 "$f" | cut -c1-400
     done
-    # the log of rlinkd A before its restart
-    for f in "$WORK/logs/rlinkd-a.1.log" "${LOGS[rlinkd-a]:-}" "${LOGS[rlinkd-b]:-}"; do
+    # including the logs of rlinkd A before its restarts
+    for f in "$WORK"/logs/rlinkd-a.[0-9].log "${LOGS[rlinkd-a]:-}" "${LOGS[rlinkd-b]:-}"; do
         [ -n "$f" ] && [ -f "$f" ] || continue
         echo "----- tail of $f -----"
         tail -n 60 "$f" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-400
@@ -183,6 +185,14 @@ wait_for() {
 }
 
 proc_alive() { is_alive "${PIDS[$1]}"; }
+# tcp_listening PORT...: every PORT has a listening socket on 127.0.0.1 (no connection is made:
+# a probe connection to an rlinkd link endpoint would itself open a link)
+tcp_listening() {
+    local p
+    for p in "$@"; do
+        grep -q ":$(printf '%04X' "$p") 00000000:0000 0A" /proc/net/tcp || return 1
+    done
+}
 
 # --- 1. Crossbar venv -------------------------------------------------------------------------
 
@@ -244,7 +254,7 @@ done
 log "crossbar configs written and checked"
 
 start_rlinkd() {   # start_rlinkd a|b
-    start_bg "rlinkd-$1" "$WORK/logs/rlinkd-$1.log" env RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 \
+    start_bg "rlinkd-$1" "$WORK/logs/rlinkd-$1.log" env RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 NO_COLOR=1 \
         "$RLINKD" run --config "$WORK/rlinkd-$1.toml"
 }
 
@@ -317,7 +327,7 @@ EOF
     # --- 3. start rlinkd B (accepting side) then A ----------------------------------------------
     start_rlinkd b
     start_rlinkd a
-    if ! wait_for 15 "rlinkd link endpoints" bash -c "[ -S '$RUN/a-to-b.sock' ] && exec 3<>/dev/tcp/127.0.0.1/$P_LINK_B"; then
+    if ! wait_for 15 "rlinkd link endpoints" eval "[ -S '$RUN/a-to-b.sock' ] && tcp_listening $P_LINK_B"; then
         proc_alive rlinkd-a || log "rlinkd A exited"
         proc_alive rlinkd-b || log "rlinkd B exited"
         fail "rlinkd: link endpoints did not come up (unix $RUN/a-to-b.sock, tcp 127.0.0.1:$P_LINK_B)"
@@ -333,8 +343,7 @@ for n in a b; do
         "$CROSSBAR" start --cbdir "$WORK/$n/.crossbar" --color false --loglevel info \
         --shutdownafter $((GLOBAL_TIMEOUT + 30))
 done
-if ! wait_for 60 "Crossbar client listeners" bash -c \
-    "exec 3<>/dev/tcp/127.0.0.1/$P_CLIENT_A && exec 4<>/dev/tcp/127.0.0.1/$P_CLIENT_B"; then
+if ! wait_for 60 "Crossbar client listeners" tcp_listening "$P_CLIENT_A" "$P_CLIENT_B"; then
     fail "crossbar: nodes did not come up (client ports $P_CLIENT_A, $P_CLIENT_B)"
     exit 1
 fi
@@ -407,16 +416,28 @@ run_check "A->B" "$CLIENT_B" "$CLIENT_A"
 
 # --- 6. restart rlinkd A, the rlinks must come back ---------------------------------------------
 
-if [ "$MODE" = rlinkd ]; then
-    RA=$(rlinks_ready crossbar-a); RB=$(rlinks_ready crossbar-b)
-    log "restarting rlinkd A (pid ${PIDS[rlinkd-a]})"
-    stop_bg rlinkd-a 10
-    mv "$WORK/logs/rlinkd-a.log" "$WORK/logs/rlinkd-a.1.log"
+# restart_rlinkd_a SIGNAL LABEL: stop rlinkd A with SIGNAL, start it again, wait for both rlinks
+# to rejoin, then check both directions again
+RESTART_NO=0
+restart_rlinkd_a() {
+    local sig=$1 label=$2 ra rb
+    RESTART_NO=$((RESTART_NO + 1))
+    ra=$(rlinks_ready crossbar-a); rb=$(rlinks_ready crossbar-b)
+    log "$label: SIG$sig to rlinkd A (pid ${PIDS[rlinkd-a]}), then start it again"
+    stop_bg rlinkd-a 10 "$sig"
+    mv "$WORK/logs/rlinkd-a.log" "$WORK/logs/rlinkd-a.$RESTART_NO.log"
     sleep 1
     start_rlinkd a
-    wait_rlinks "after rlinkd A restart" "$RA" "$RB" || true
-    run_check "B->A after restart" "$CLIENT_A" "$CLIENT_B"
-    run_check "A->B after restart" "$CLIENT_B" "$CLIENT_A"
+    wait_rlinks "after $label" "$ra" "$rb" || true
+    run_check "B->A after $label" "$CLIENT_A" "$CLIENT_B"
+    run_check "A->B after $label" "$CLIENT_B" "$CLIENT_A"
+}
+
+if [ "$MODE" = rlinkd ]; then
+    # graceful: rlinkd A closes its QUIC connection, so rlinkd B drops Crossbar B's rlink at once
+    restart_rlinkd_a TERM "rlinkd A restart"
+    # crash: rlinkd B only learns from the QUIC idle timeout (or from A's new connection)
+    restart_rlinkd_a KILL "rlinkd A crash (SIGKILL)"
 else
     log "direct mode: no relay to restart"
 fi

@@ -303,7 +303,10 @@ async def run_check(args):
                     and res.get("tag") == tag
                 ):
                     ok = True
-                    results.append(("call %s" % label, True, "after %d attempt(s); result correct" % attempts))
+                    results.append(
+                        ("call %s" % label, True, "after %d attempt(s); result correct (callee invoked %d time(s))"
+                         % (attempts, calls_seen["n"]))
+                    )
                 else:
                     results.append(("call %s" % label, False, "wrong result: %r" % (res,)))
                     ok = True  # stop retrying; it's a definite failure

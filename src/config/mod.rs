@@ -224,22 +224,16 @@ impl NodeConfig {
             ("quic.key", &self.quic.key),
             ("quic.ca", &self.quic.ca),
         ] {
-            match std::fs::File::open(path) {
-                Ok(f) => match f.metadata() {
-                    Ok(m) if m.is_file() => {}
-                    Ok(_) => {
-                        return Err(ConfigError::invalid(
-                            key,
-                            format!("{}: not a regular file", path.display()),
-                        ))
-                    }
-                    Err(e) => {
-                        return Err(ConfigError::invalid(
-                            key,
-                            format!("{}: {e}", path.display()),
-                        ))
-                    }
-                },
+            // Opening (not just stat) catches unreadable files, e.g. a key owned by another user.
+            let is_file = std::fs::File::open(path)
+                .and_then(|f| f.metadata())
+                .map(|m| m.is_file());
+            match is_file {
+                Ok(true) => {}
+                Ok(false) => {
+                    let message = format!("{}: not a regular file", path.display());
+                    return Err(ConfigError::invalid(key, message));
+                }
                 Err(e) => {
                     return Err(ConfigError::invalid(
                         key,

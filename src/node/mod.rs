@@ -193,11 +193,7 @@ impl Node {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    UDP => {
-                        if ev.is_readable() {
-                            self.udp_readable = true;
-                        }
-                    }
+                    UDP if ev.is_readable() => self.udp_readable = true,
                     SIGNALS => self.on_signal(),
                     Token(t) if t >= LINK_BASE => {
                         self.on_link_event(t - LINK_BASE, ev.is_writable() || ev.is_error())
@@ -484,7 +480,7 @@ impl Node {
                     p.failures += 1;
                     let delay = p.backoff.next_delay();
                     if !was_established {
-                        if p.failures <= 3 || p.failures % 10 == 0 {
+                        if p.failures <= 3 || p.failures.is_multiple_of(10) {
                             tracing::warn!(peer = %p.name, %addr, attempt = p.failures, "cannot reach peer: {reason}; retrying in {delay:.1?}");
                         } else {
                             tracing::debug!(peer = %p.name, %addr, "cannot reach peer: {reason}; retrying in {delay:.1?}");
@@ -531,7 +527,7 @@ impl Node {
         let Some(c) = self.driver.conn_mut(cid) else {
             return;
         };
-        let ours = (sid % 2 == 0) == (c.direction == Direction::Outgoing);
+        let ours = sid.is_multiple_of(2) == (c.direction == Direction::Outgoing);
         if ours {
             c.quic
                 .stream_shutdown(sid, quiche::Shutdown::Read, StreamCode::LocalAbort as u64)

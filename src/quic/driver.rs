@@ -177,9 +177,9 @@ impl QuicDriver {
                 return None;
             }
         };
-        let id = match self.by_cid.get(&hdr.dcid) {
-            Some(&id) => id,
-            None => self.accept(&hdr, datagram, from)?,
+        let (id, new) = match self.by_cid.get(&hdr.dcid) {
+            Some(&id) => (id, false),
+            None => (self.accept(&hdr, datagram, from)?, true),
         };
         let conn = self.conns.get_mut(&id)?;
         let info = quiche::RecvInfo {
@@ -190,6 +190,12 @@ impl QuicDriver {
             if e != quiche::Error::Done {
                 tracing::debug!(conn = id, error = %e, "datagram refused by connection");
             }
+        }
+        if new && conn.quic.stats().recv == 0 {
+            // An Initial that does not decrypt: junk, not a peer. Keep no state for it.
+            self.forget(id);
+            self.stats.unparsable += 1;
+            return None;
         }
         self.after_io(id, now);
         Some(id)
@@ -394,12 +400,9 @@ impl QuicDriver {
             }
         }
         if c.quic.is_closed() {
-            let Some(c) = self.conns.remove(&id) else {
+            let Some(c) = self.forget(id) else {
                 return;
             };
-            for cid in &c.cids {
-                self.by_cid.remove(cid);
-            }
             let reason = close_reason(&c);
             self.events.push_back(DriverEvent::Closed {
                 conn: id,
@@ -410,6 +413,16 @@ impl QuicDriver {
                 was_established: c.established,
             });
         }
+    }
+}
+
+impl QuicDriver {
+    fn forget(&mut self, id: ConnId) -> Option<Conn> {
+        let c = self.conns.remove(&id)?;
+        for cid in &c.cids {
+            self.by_cid.remove(cid);
+        }
+        Some(c)
     }
 }
 

@@ -92,7 +92,12 @@ mod tests {
         assert_eq!(&p[..4], &[b'R', b'L', 1, 6]);
         for cut in 0..p.len() {
             assert_eq!(decode(&p[..cut]), Ok(None), "prefix {cut}");
-            assert_eq!(bytes_wanted(&p[..cut]), p.len() - cut);
+            let want = if cut < HEADER_LEN {
+                HEADER_LEN - cut
+            } else {
+                p.len() - cut
+            };
+            assert_eq!(bytes_wanted(&p[..cut]), want);
         }
         let mut with_data = p.clone();
         with_data.extend_from_slice(&[0x7f, 0xf3, 0, 0]);

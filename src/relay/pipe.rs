@@ -171,11 +171,15 @@ impl Pipe {
             match self.scanner.scan(&self.buf[self.ready..self.end])? {
                 Run::Forward(n) => self.ready += n,
                 Run::Discard(n) => {
-                    if self.start != self.ready {
-                        break; // send what precedes the dropped frame first
+                    if self.start == self.ready {
+                        self.start += n;
+                        self.ready += n;
+                    } else {
+                        // Checked bytes wait before the dropped frame: cut it out in place
+                        // (PING/PONG are rare; the scanner has already consumed them).
+                        self.buf.copy_within(self.ready + n..self.end, self.ready);
+                        self.end -= n;
                     }
-                    self.start += n;
-                    self.ready += n;
                 }
                 Run::NeedMore => break,
             }

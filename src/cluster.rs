@@ -110,9 +110,12 @@ impl NodeProcess {
     pub fn start(exe: &Path, dir: &Path, certs: &Path, plan: &NodePlan) -> io::Result<NodeProcess> {
         let config = dir.join(format!("{}.toml", plan.name));
         fs::write(&config, plan.to_toml(certs))?;
+        let log = dir.join(format!("{}.log", plan.name));
+        // A fresh log per start; restarts of the same process append to it.
+        fs::write(&log, b"")?;
         let mut node = NodeProcess {
             name: plan.name.clone(),
-            log: dir.join(format!("{}.log", plan.name)),
+            log,
             config,
             exe: exe.to_path_buf(),
             child: None,

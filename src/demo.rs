@@ -71,6 +71,12 @@ pub fn run(dir: Option<PathBuf>, links: usize) -> anyhow::Result<()> {
         reply.encode()
     );
     let (mut tx, mut rx) = client.split();
+    // A WAMP HELLO for realm1 in CBOR ([1, "realm1", {}]) first: rlinkd logs the realm it names.
+    let hello: Vec<u8> = [&[0x83u8, 0x01, 0x66][..], b"realm1", &[0xa0]].concat();
+    tx.send(&hello)?;
+    if rx.recv()? != hello {
+        bail!("echo of the HELLO differs");
+    }
     let sizes = [0usize, 1, 1024, 64 << 10, 1 << 20, 16 << 20];
     let sender = std::thread::spawn(move || -> anyhow::Result<()> {
         for &n in &sizes {
@@ -98,10 +104,13 @@ pub fn run(dir: Option<PathBuf>, links: usize) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("sender panicked"))??;
     println!(
-        "  first link: {} frames echoed byte-exact in {:.2?}",
+        "  first link: a HELLO and {} frames echoed byte-exact in {:.2?}",
         sizes.len(),
         started.elapsed()
     );
+    drop(rx);
+    // Let node a log the first link's close line, with its counters.
+    wait_for_log(&node_a, "link out", Duration::from_secs(5));
 
     let started = Instant::now();
     let handles: Vec<_> = (0..links)
@@ -133,11 +142,14 @@ pub fn run(dir: Option<PathBuf>, links: usize) -> anyhow::Result<()> {
     node_b.stop();
     for n in [&node_a, &node_b] {
         let log = n.log_text();
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("peer connected") || l.contains("stopped"))
-            .collect();
-        println!("  node {} log: {}", n.name, lines.join(" | "));
+        println!("  node {} log (first lines):", n.name);
+        for line in log.lines().filter(|l| !l.contains("stats:")).take(4) {
+            println!(
+                "    {}",
+                line.split_once("  ")
+                    .map_or(line, |(_, rest)| rest.trim_start())
+            );
+        }
     }
     println!("\ndemo OK: logs and configs are in {}", dir.display());
     Ok(())

@@ -402,8 +402,12 @@ impl Node {
                     let Some(&i) = self.peer_index.get(&peer) else {
                         continue;
                     };
-                    let addr = self.driver.conn(conn).map(|c| c.peer_addr);
-                    tracing::info!(peer = %peer, ?direction, addr = ?addr, "peer connected");
+                    let addr = self
+                        .driver
+                        .conn(conn)
+                        .map(|c| c.peer_addr.to_string())
+                        .unwrap_or_default();
+                    tracing::info!(peer = %peer, ?direction, %addr, "peer connected");
                     let p = &mut self.peers[i];
                     if direction == Direction::Outgoing {
                         p.dialing = None;
@@ -593,6 +597,12 @@ impl Node {
         link.connecting = matches!(target, LocalAddr::Tcp(_));
         match self.insert_link(link, now) {
             Some(key) => {
+                if let Some(l) = self.links.get_mut(key) {
+                    if !l.connecting {
+                        // A Unix connect completes at once: nothing left to wait for.
+                        l.deadline = None;
+                    }
+                }
                 self.by_stream.insert((cid, sid), key);
                 self.stats.links_opened += 1;
                 self.dirty.push(key);
@@ -853,7 +863,7 @@ fn reset_stream(c: &mut crate::quic::driver::Conn, sid: u64, code: StreamCode) {
 
 fn log_link_end(link: &Link, why: &str, failed: bool) {
     let c = link.counters();
-    let realm = link.realm().unwrap_or("?");
+    let realm = link.realm().unwrap_or("-");
     let dir = match link.role {
         Role::Dialer { .. } => "out",
         Role::Acceptor { .. } => "in",

@@ -47,7 +47,7 @@ pub(super) fn log(node: &Node) {
             "  link peer={} route={} realm={} to_router={}f/{}B to_client={}f/{}B",
             link.role.peer(),
             link.role.route(),
-            link.realm().unwrap_or("?"),
+            link.realm().unwrap_or("-"),
             c.to_router_frames,
             c.to_router_bytes,
             c.to_client_frames,

@@ -76,6 +76,8 @@ pub struct Link {
     max_frame: u32,
     serializer: Option<Serializer>,
     realm: Option<String>,
+    /// The first message towards the router has been looked at for a realm.
+    realm_checked: bool,
     /// A client handshake was checked and the link may open its stream.
     client_ready: bool,
 }
@@ -109,6 +111,7 @@ impl Link {
             max_frame,
             serializer: None,
             realm: None,
+            realm_checked: false,
             client_ready: false,
         }
     }
@@ -171,13 +174,14 @@ impl Link {
     }
 
     fn note_realm(&mut self) {
-        if self.realm.is_some() {
+        if self.realm_checked {
             return;
         }
         let Some(ser) = self.serializer else { return };
         let (to_router, _) = self.directions();
         if let Some(hello) = to_router.first_message() {
-            self.realm = Some(realm_from_hello(ser, hello).unwrap_or_default());
+            self.realm = realm_from_hello(ser, hello);
+            self.realm_checked = true;
         }
     }
 

@@ -322,3 +322,29 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+    use crate::rawsocket::FrameHeader;
+
+    #[test]
+    fn counts_every_frame_and_captures_the_first() {
+        let mut input = vec![0x7f, 0xf3, 0, 0];
+        let hello: Vec<u8> = [&[0x83u8, 0x01, 0x66][..], b"realm1", &[0xa0]].concat();
+        for p in [&hello[..], b"", b"x"] {
+            input.extend(FrameHeader::message(p.len() as u32).encode());
+            input.extend_from_slice(p);
+        }
+        let mut pipe = Pipe::new(1024, Opening::ClientRequest, 1 << 24);
+        pipe.fill(|b| {
+            b[..input.len()].copy_from_slice(&input);
+            Ok(Fill::Data(input.len()))
+        })
+        .unwrap();
+        pipe.check().unwrap();
+        assert_eq!(pipe.scanner().messages(), 3);
+        assert_eq!(pipe.scanner().message_bytes(), hello.len() as u64 + 1);
+        assert_eq!(pipe.first_message(), Some(&hello[..]));
+    }
+}

@@ -93,14 +93,23 @@ impl Env {
                 continue;
             }
             let text = std::fs::read_to_string(path).unwrap_or_default();
-            // Keep failure output readable: the last 300 lines are the interesting ones.
+            // Keep failure output readable: the last lines are the interesting ones
+            // (RLINKD_TEST_LOG_LINES=N shows more).
+            let keep = std::env::var("RLINKD_TEST_LOG_LINES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(300usize);
             let lines: Vec<&str> = text.lines().collect();
-            let skip = lines.len().saturating_sub(300);
+            let skip = lines.len().saturating_sub(keep);
             out.push_str(&format!(
                 "===== node {name} log ({}, {} lines{}) =====\n",
                 path.display(),
                 lines.len(),
-                if skip > 0 { ", last 300 shown" } else { "" }
+                if skip > 0 {
+                    format!(", last {keep} shown")
+                } else {
+                    String::new()
+                }
             ));
             for l in &lines[skip..] {
                 out.push_str(l);

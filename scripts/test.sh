@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The second command of the README and what CI runs (.ci/run): installs what is missing, checks
+# formatting and lints, runs every Rust test (unit, property, in-memory QUIC, loopback integration
+# with real rlinkd processes) and the end-to-end test with a real Crossbar cluster.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+started=$(date +%s)
+
+bash scripts/deps.sh
+echo "== format and lints"
+cargo fmt --check
+cargo clippy --release --all-targets -- -D warnings
+echo "== Rust tests"
+cargo build --release
+cargo test --release
+echo "== Crossbar end-to-end"
+bash scripts/crossbar-e2e.sh target/release/rlinkd
+echo "all tests passed in $(( $(date +%s) - started )) s"

@@ -16,6 +16,7 @@
 //! routers and clients for the demo, tests and benchmarks.
 
 pub mod addr;
+pub mod bench;
 pub mod cert;
 pub mod cluster;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod endpoints;
 pub mod io;
 pub mod node;
+pub mod probe;
 pub mod quic;
 pub mod rawsocket;
 pub mod relay;

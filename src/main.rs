@@ -38,6 +38,20 @@ enum Command {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// Measure QUIC rlinks against TCP, Unix-socket and TLS rlinks on this machine.
+    Bench(rlinkd::bench::BenchArgs),
+    /// The benchmark's router emulator (started by `rlinkd bench`).
+    #[command(hide = true)]
+    BenchRouter {
+        #[arg(long)]
+        listen: rlinkd::addr::LocalAddr,
+        #[arg(long, value_enum)]
+        mode: rlinkd::bench::router::RouterMode,
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+    },
     /// Start two nodes on loopback with a built-in RawSocket router and client, and show what
     /// crosses.
     Demo {
@@ -47,6 +61,16 @@ enum Command {
         /// Concurrent links opened at the end of the demo.
         #[arg(long, default_value_t = 50)]
         links: usize,
+    },
+    /// Show what this host offers rlinkd (io_uring, UDP GSO/GRO, kTLS, NIC offloads, CPU crypto
+    /// features) and what rlinkd does with each.
+    Probe {
+        /// Interface whose offloads to read (default: the default route's, else lo).
+        #[arg(long)]
+        nic: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -96,9 +120,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => {
+            init_logging("warn");
+            rlinkd::bench::run(args)
+        }
+        Command::BenchRouter {
+            listen,
+            mode,
+            tls_cert,
+            tls_key,
+        } => {
+            rlinkd::bench::router::run(&listen, mode, tls_cert.zip(tls_key))?;
+            Ok(())
+        }
         Command::Demo { dir, links } => {
             init_logging("warn");
             rlinkd::demo::run(dir, links)
+        }
+        Command::Probe { nic, json } => {
+            let report = rlinkd::probe::probe(nic.as_deref());
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
         }
     }
 }

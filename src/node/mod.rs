@@ -83,6 +83,7 @@ pub struct Node {
 impl Node {
     /// Binds every socket the configuration names. Fails with the address that could not be used.
     pub fn bind(cfg: NodeConfig) -> Result<Node, NodeError> {
+        raise_fd_limit();
         let poll = Poll::new().map_err(NodeError::Poll)?;
         let q = &cfg.quic;
         let mut udp = UdpSocket::bind(q.listen, q.gso, q.gro).map_err(|source| NodeError::Udp {
@@ -219,6 +220,7 @@ impl Node {
             }
             if let Some(deadline) = self.stopping {
                 if self.driver.conn_ids().is_empty() || now >= deadline {
+                    self.log_stats();
                     tracing::info!(node = %self.cfg.node, "stopped");
                     return Ok(());
                 }
@@ -849,6 +851,22 @@ impl Node {
                 LocalAddr::Tcp(_) => None,
             })
             .collect()
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit: every link holds a socket, and the
+/// default soft limit (1,024) is far below the links a node pair can carry.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct that lives on this stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

@@ -128,9 +128,22 @@ impl Drop for Env {
     }
 }
 
+/// WORKAROUND for the UDP_SEGMENT bug (src/io/udp.rs: the GSO probe leaves a socket-wide
+/// segment size of 1200, so every datagram sent without a UDP_SEGMENT cmsg is cut at 1200
+/// bytes). While it is there, [`pair`] turns GSO off so that the rest of the suite tests the
+/// relay, not that bug; `tests/relay.rs` has the (ignored) tests that run with GSO on. Remove
+/// this line (set it to `&[]`) once the bug is fixed.
+pub const GSO_WORKAROUND: &[&str] = &["gso = false"];
+
 /// Two nodes: `a` dials `b`, `b` accepts `a`. No links or routes yet; `quic` lines go into both
-/// nodes' `[quic]` tables.
+/// nodes' `[quic]` tables, after [`GSO_WORKAROUND`].
 pub fn pair(quic: &[&str]) -> (NodePlan, NodePlan) {
+    let with: Vec<&str> = GSO_WORKAROUND.iter().chain(quic).copied().collect();
+    pair_as_configured(&with)
+}
+
+/// [`pair`] without any workaround: exactly `quic` in both `[quic]` tables.
+pub fn pair_as_configured(quic: &[&str]) -> (NodePlan, NodePlan) {
     let (pa, pb) = (free_udp_port().unwrap(), free_udp_port().unwrap());
     let mut a = NodePlan::new("a", pa);
     a.peers.push(("b".into(), Some(pb)));
@@ -174,6 +187,29 @@ pub fn expect_log(node: &NodeProcess, needle: &str, timeout: Duration) {
 pub fn expect_connected(a: &NodeProcess, b: &NodeProcess) {
     expect_log(a, "peer connected", CONNECT_WAIT);
     expect_log(b, "peer connected", CONNECT_WAIT);
+}
+
+/// From the last stats line of `node`: (unparsable, unknown connection) dropped datagrams.
+pub fn dropped_datagrams(node: &NodeProcess) -> Option<(u64, u64)> {
+    let log = node.log_text();
+    let line = log.lines().rev().find(|l| l.contains("stats: peers"))?;
+    let tail = line.split("dropped datagrams: ").nth(1)?;
+    let mut nums = tail
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u64>().ok());
+    Some((nums.next()??, nums.next()??))
+}
+
+/// Waits for `node` to log a stats line after the ones it has logged so far (needs
+/// `stats_interval` set), so that counters read afterwards include everything done until now.
+pub fn wait_next_stats(node: &NodeProcess, timeout: Duration) {
+    let before = count_lines(node, &["stats: peers"]);
+    assert!(
+        wait_until(timeout, || count_lines(node, &["stats: peers"]) > before),
+        "node {} logged no stats line within {timeout:?}",
+        node.name
+    );
 }
 
 /// How many lines of `node`'s log contain every one of `needles`.

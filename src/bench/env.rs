@@ -1,0 +1,261 @@
+//! A benchmark environment: the router emulator process and, for `quic`, the two rlinkd nodes
+//! between it and the clients, all on loopback.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use boring::ssl::SslConnector;
+
+use super::procs::{sample, ProcSample};
+use super::router::{RouterMode, RouterReport};
+use super::stream::{tls_connector, ROUTER_NAME};
+use super::Transport;
+use crate::addr::LocalAddr;
+use crate::cluster::{free_tcp_port, free_udp_port, wait_for_log, NodePlan, NodeProcess};
+
+/// The router emulator child process.
+pub struct RouterProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl RouterProc {
+    pub fn start(
+        exe: &Path,
+        listen: &LocalAddr,
+        mode: RouterMode,
+        tls: Option<(&Path, &Path)>,
+    ) -> io::Result<RouterProc> {
+        let mut cmd = Command::new(exe);
+        cmd.arg("bench-router")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--mode")
+            .arg(match mode {
+                RouterMode::Sink => "sink",
+                RouterMode::Echo => "echo",
+            });
+        if let Some((c, k)) = tls {
+            cmd.arg("--tls-cert").arg(c).arg("--tls-key").arg(k);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("no stdin"))?;
+        let stdout = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| io::Error::other("no stdout"))?,
+        );
+        let mut r = RouterProc {
+            child,
+            stdin,
+            stdout,
+        };
+        let mut line = String::new();
+        r.stdout.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            return Err(io::Error::other(format!(
+                "router emulator did not start: {line:?}"
+            )));
+        }
+        Ok(r)
+    }
+
+    pub fn command(&mut self, cmd: &str) -> io::Result<()> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()
+    }
+
+    pub fn stats(&mut self) -> io::Result<RouterReport> {
+        self.command("stats")?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        serde_json::from_str(&line)
+            .map_err(|e| io::Error::other(format!("router stats {line:?}: {e}")))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RouterProc {
+    fn drop(&mut self) {
+        self.command("quit").ok();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Everything one (transport, workload) run needs.
+pub struct Env {
+    pub transport: Transport,
+    pub router: RouterProc,
+    pub nodes: Vec<NodeProcess>,
+    /// Where clients connect.
+    pub client_addr: LocalAddr,
+    pub tls: Option<SslConnector>,
+}
+
+pub struct EnvOptions<'a> {
+    pub exe: &'a Path,
+    pub dir: &'a Path,
+    pub certs: &'a Path,
+    pub quic_leg_unix: bool,
+    pub udp_payload: usize,
+}
+
+impl Env {
+    pub fn start(t: Transport, mode: RouterMode, o: &EnvOptions<'_>) -> io::Result<Env> {
+        let unix = |name: &str| LocalAddr::Unix(o.dir.join(name));
+        let tcp = || -> io::Result<LocalAddr> {
+            Ok(LocalAddr::Tcp(
+                format!("127.0.0.1:{}", free_tcp_port()?)
+                    .parse()
+                    .map_err(io::Error::other)?,
+            ))
+        };
+        let cert = o.certs.join(format!("{ROUTER_NAME}.pem"));
+        let key = o.certs.join(format!("{ROUTER_NAME}.key"));
+        match t {
+            Transport::Tcp | Transport::Uds | Transport::Tls => {
+                let addr = if t == Transport::Uds {
+                    unix("router.sock")
+                } else {
+                    tcp()?
+                };
+                let tls_files = (t == Transport::Tls).then_some((cert.as_path(), key.as_path()));
+                let router = RouterProc::start(o.exe, &addr, mode, tls_files)?;
+                let tls = if t == Transport::Tls {
+                    Some(tls_connector(&o.certs.join("ca.pem"))?)
+                } else {
+                    None
+                };
+                Ok(Env {
+                    transport: t,
+                    router,
+                    nodes: Vec::new(),
+                    client_addr: addr,
+                    tls,
+                })
+            }
+            Transport::Quic => {
+                let (router_addr, link_addr) = if o.quic_leg_unix {
+                    (unix("router.sock"), unix("a-to-b.sock"))
+                } else {
+                    (tcp()?, tcp()?)
+                };
+                let router = RouterProc::start(o.exe, &router_addr, mode, None)?;
+                let (pa, pb) = (free_udp_port()?, free_udp_port()?);
+                let extra = vec![format!("max_udp_payload = {}", o.udp_payload)];
+                let mut a = NodePlan::new("a", pa);
+                a.peers.push(("b".into(), Some(pb)));
+                a.links
+                    .push(("b".into(), link_addr.clone(), "router".into()));
+                a.quic_extra = extra.clone();
+                a.top_extra.push("stats_interval = \"0s\"".into());
+                let mut b = NodePlan::new("b", pb);
+                b.peers.push(("a".into(), None));
+                b.routes.push(("router".into(), router_addr));
+                b.quic_extra = extra;
+                b.top_extra.push("stats_interval = \"0s\"".into());
+                let node_b = NodeProcess::start(o.exe, o.dir, o.certs, &b)?;
+                let node_a = NodeProcess::start(o.exe, o.dir, o.certs, &a)?;
+                if !wait_for_log(&node_a, "peer connected", Duration::from_secs(10)) {
+                    return Err(io::Error::other(format!(
+                        "rlinkd a did not connect to b:\n{}",
+                        node_a.log_text()
+                    )));
+                }
+                Ok(Env {
+                    transport: t,
+                    router,
+                    nodes: vec![node_a, node_b],
+                    client_addr: link_addr,
+                    tls: None,
+                })
+            }
+        }
+    }
+
+    /// (name, pid) of every process of this run: the bench process itself runs the clients.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut v = vec![
+            ("clients".to_string(), std::process::id()),
+            ("router".to_string(), self.router.pid()),
+        ];
+        for n in &self.nodes {
+            if let Some(pid) = n.pid() {
+                v.push((format!("rlinkd-{}", n.name), pid));
+            }
+        }
+        v
+    }
+
+    pub fn sample_all(&self) -> Vec<(String, ProcSample)> {
+        self.processes()
+            .into_iter()
+            .map(|(n, pid)| (n, sample(pid).unwrap_or_default()))
+            .collect()
+    }
+
+    /// Stops the nodes and returns their UDP counters parsed from the final stats line:
+    /// (node, datagrams sent, send calls, datagrams received, receive calls).
+    pub fn stop_nodes(&mut self) -> Vec<(String, [u64; 4])> {
+        let mut out = Vec::new();
+        for n in &mut self.nodes {
+            n.stop();
+            if let Some(c) = parse_udp_counters(&n.log_text()) {
+                out.push((n.name.clone(), c));
+            }
+        }
+        out
+    }
+}
+
+/// Reads "udp tx A datagrams in B sends ... rx C datagrams in D receives" from the last stats line.
+pub fn parse_udp_counters(log: &str) -> Option<[u64; 4]> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("stats:") && l.contains("udp tx"))?;
+    let nums: Vec<u64> = line
+        .split("udp tx")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .filter(|w| !w.is_empty() && !w.contains('.'))
+        .filter_map(|w| w.parse().ok())
+        .take(4)
+        .collect();
+    (nums.len() == 4).then(|| [nums[0], nums[1], nums[2], nums[3]])
+}
+
+/// Where benchmark files go unless `--dir` says otherwise.
+pub fn default_dir() -> PathBuf {
+    PathBuf::from("build/bench")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_the_stats_line() {
+        let log = "x\n2026 INFO stats: peers 1/1 up, links 0 open (1 opened, 1 closed, 0 failed), udp tx 120 datagrams in 10 sends (12.0/send), rx 300 datagrams in 20 receives (15.0/receive), dropped datagrams: 0 unparsable, 0 unknown connection\n";
+        assert_eq!(super::parse_udp_counters(log), Some([120, 10, 300, 20]));
+    }
+}

@@ -119,6 +119,7 @@ pub struct EnvOptions<'a> {
     pub certs: &'a Path,
     pub quic_leg_unix: bool,
     pub udp_payload: usize,
+    pub gso: bool,
 }
 
 impl Env {
@@ -163,7 +164,11 @@ impl Env {
                 };
                 let router = RouterProc::start(o.exe, &router_addr, mode, None)?;
                 let (pa, pb) = (free_udp_port()?, free_udp_port()?);
-                let extra = vec![format!("max_udp_payload = {}", o.udp_payload)];
+                let mut extra = vec![format!("max_udp_payload = {}", o.udp_payload)];
+                if !o.gso {
+                    extra.push("gso = false".into());
+                    extra.push("gro = false".into());
+                }
                 let mut a = NodePlan::new("a", pa);
                 a.peers.push(("b".into(), Some(pb)));
                 a.links

@@ -125,6 +125,9 @@ pub struct BenchArgs {
     /// Largest UDP payload rlinkd sends (1452: a 1,500-byte path MTU; 65527 for loopback-size packets).
     #[arg(long, default_value_t = 1452)]
     pub udp_payload: usize,
+    /// Run rlinkd without UDP GSO/GRO (one datagram per system call), to measure what they bring.
+    #[arg(long)]
+    pub no_gso: bool,
     /// Write all results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -231,6 +234,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         certs: &certs,
         quic_leg_unix,
         udp_payload: args.udp_payload,
+        gso: !args.no_gso,
     };
     let machine = report::Machine::read();
     println!(

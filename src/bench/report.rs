@@ -226,7 +226,7 @@ pub fn table(rep: &Report) -> String {
         let _ = writeln!(s, "\n{}", describe(w));
         let _ = writeln!(
             s,
-            "  {:<5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}   {:<44} {:>9}  {}",
+            "  {:<5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}   {:<44} {:>9}  datagrams/syscall",
             "",
             "MB/s",
             "frames/s",
@@ -237,7 +237,6 @@ pub fn table(rep: &Report) -> String {
             "max us",
             "CPU s/GB (process)",
             "RSS MB",
-            "datagrams/syscall"
         );
         for r in rep.results.iter().filter(|r| r.workload == w) {
             let l = r.latency.clone().unwrap_or_default();

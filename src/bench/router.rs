@@ -257,7 +257,10 @@ fn service(c: &mut Conn, mode: RouterMode, buf: &mut [u8], hist: &mut Histogram<
     match c.s.handshake() {
         Ok(true) => {}
         Ok(false) => return false,
-        Err(_) => return true,
+        Err(e) => {
+            eprintln!("bench-router: TLS handshake failed: {e}");
+            return true;
+        }
     }
     loop {
         let mut progress = false;
@@ -309,7 +312,7 @@ fn service(c: &mut Conn, mode: RouterMode, buf: &mut [u8], hist: &mut Histogram<
                     }
                 }
                 // Keep latency samples bounded between `stats` calls.
-                if c.verifier.frames % 4096 == 0 {
+                if c.verifier.frames.is_multiple_of(4096) {
                     for l in c.verifier.take_latencies() {
                         hist.record(l.max(1)).ok();
                     }

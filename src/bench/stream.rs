@@ -34,8 +34,11 @@ pub fn tls_connector(ca: &Path) -> io::Result<SslConnector> {
 }
 
 pub fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<SslAcceptor> {
-    let mut b = SslAcceptor::mozilla_modern(SslMethod::tls()).map_err(io::Error::other)?;
+    // mozilla_modern disables TLS 1.3 in boring; intermediate_v5 with 1.3 pinned is what we want.
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(io::Error::other)?;
     b.set_min_proto_version(Some(SslVersion::TLS1_3))
+        .map_err(io::Error::other)?;
+    b.set_max_proto_version(Some(SslVersion::TLS1_3))
         .map_err(io::Error::other)?;
     b.set_certificate_chain_file(cert)
         .map_err(io::Error::other)?;

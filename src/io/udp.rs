@@ -52,7 +52,11 @@ impl UdpSocket {
         }
         set_buffer_sizes(&socket);
         socket.bind(&SockAddr::from(addr))?;
-        let gso = want_gso && set_int_option(&socket, libc::SOL_UDP, UDP_SEGMENT, 1200).is_ok();
+        // Probe GSO by setting the option, then clear it: a non-zero UDP_SEGMENT socket option
+        // would segment every later send that carries no cmsg of its own.
+        let gso = want_gso
+            && set_int_option(&socket, libc::SOL_UDP, UDP_SEGMENT, 1200).is_ok()
+            && set_int_option(&socket, libc::SOL_UDP, UDP_SEGMENT, 0).is_ok();
         let gro = want_gro && set_int_option(&socket, libc::SOL_UDP, UDP_GRO, 1).is_ok();
         let local = socket
             .local_addr()?
@@ -370,5 +374,75 @@ mod tests {
             .collect();
         assert_eq!(lens, vec![1400, 1400, 200]);
         assert_eq!(a.stats().send_calls, 3);
+    }
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+
+    /// A single datagram bigger than the GSO probe size leaves as one datagram.
+    #[test]
+    fn a_single_large_datagram_is_not_segmented() {
+        let mut a = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), true, false).unwrap();
+        let mut b = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), false, false).unwrap();
+        let payload = vec![9u8; 1452];
+        a.send(&Transmit {
+            to: b.local_addr(),
+            contents: &payload,
+            segment_size: 1452,
+        })
+        .unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match b.recv(&mut buf) {
+                Ok(m) => {
+                    assert_eq!(m.len, 1452, "the datagram was split");
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// More segments than the kernel takes in one GSO send: the batch must still arrive whole,
+    /// datagram by datagram, and GSO is switched off for the socket.
+    #[test]
+    fn a_refused_gso_batch_is_resent_one_datagram_at_a_time() {
+        let mut a = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), true, false).unwrap();
+        let mut b = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), false, false).unwrap();
+        if a.max_gso_segments() == 1 {
+            eprintln!("skipped: no GSO on this kernel");
+            return;
+        }
+        let payload: Vec<u8> = (0..200 * 100).map(|i| (i / 100) as u8).collect();
+        a.send(&Transmit {
+            to: b.local_addr(),
+            contents: &payload,
+            segment_size: 100,
+        })
+        .unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < payload.len() && Instant::now() < deadline {
+            match b.recv(&mut buf) {
+                Ok(m) => {
+                    assert_eq!(m.len, 100);
+                    got.extend_from_slice(&buf[..m.len]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, payload);
+        assert_eq!(a.max_gso_segments(), 1);
+        assert_eq!(a.stats().gso_fallbacks, 1);
     }
 }

@@ -312,7 +312,9 @@ impl QuicDriver {
         loop {
             let off = batch.map_or(0, |b| b.len);
             let seg = batch.map_or(mss, |b| b.segment_size);
-            if off + seg > limit {
+            // The kernel takes at most `max_segments` (UDP_MAX_SEGMENTS) per GSO send, whatever
+            // their size: small packets must not make a longer batch.
+            if off + seg > limit || batch.is_some_and(|b| b.segments >= max_segments.max(1)) {
                 break;
             }
             match c.quic.send(&mut out[off..off + seg]) {

@@ -412,9 +412,11 @@ impl Node {
                     tracing::info!(peer = %peer, ?direction, %addr, "peer connected");
                     let p = &mut self.peers[i];
                     if direction == Direction::Outgoing {
+                        // Not a success yet: in TLS 1.3 the acceptor checks our certificate after
+                        // our side of the handshake is done. The backoff restarts once the
+                        // connection has lasted (see on_conn_closed).
                         p.dialing = None;
-                        p.backoff.reset();
-                        p.failures = 0;
+                        p.dial_established = Some((conn, now));
                     }
                     let old = p.superseded_by(conn, direction);
                     p.conns.retain(|(c, _)| !old.contains(c));
@@ -478,6 +480,13 @@ impl Node {
                 if was_established {
                     tracing::warn!(peer = %p.name, %addr, links_closed = n, "peer connection lost: {reason}");
                 }
+                if let Some((_, since)) = p.dial_established.filter(|(c, _)| ours && *c == conn) {
+                    p.dial_established = None;
+                    if now.duration_since(since) >= peers::STABLE_CONNECTION {
+                        p.backoff.reset();
+                        p.failures = 0;
+                    }
+                }
                 if ours
                     && !stopping
                     && p.dialing.is_none()
@@ -509,6 +518,10 @@ impl Node {
             let Some(c) = self.driver.conn_mut(cid) else {
                 continue;
             };
+            if !c.is_established() {
+                // Handshaking, or refused by the peer check and closing: serve nothing.
+                continue;
+            }
             let mut readable = Vec::new();
             while let Some(sid) = c.quic.stream_readable_next() {
                 readable.push(sid);

@@ -8,6 +8,10 @@ use rand::Rng;
 
 use crate::quic::driver::{ConnId, Direction};
 
+/// A dialed connection that lasted this long counts as a success: the redial backoff restarts
+/// from its minimum. (One refused by the peer's certificate check closes within a round trip.)
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(2);
+
 /// Capped exponential backoff with ±20 % jitter, so nodes restarted together do not redial in
 /// lockstep.
 #[derive(Clone, Debug)]
@@ -46,6 +50,8 @@ pub struct Peer {
     pub conns: Vec<(ConnId, Direction)>,
     /// Our dial in progress.
     pub dialing: Option<ConnId>,
+    /// Our dialed connection that completed its handshake, and since when.
+    pub dial_established: Option<(ConnId, Instant)>,
     pub redial_at: Option<Instant>,
     pub backoff: Backoff,
     /// Links (tokens) whose client handshake is in and that wait for a connection.
@@ -61,6 +67,7 @@ impl Peer {
             connect,
             conns: Vec::new(),
             dialing: None,
+            dial_established: None,
             redial_at: None,
             backoff,
             waiting: VecDeque::new(),

@@ -280,6 +280,10 @@ impl QuicDriver {
             return None;
         }
         let id = c.next_local_bidi;
+        // Create the stream now (an empty write sends nothing): quiche counts a stream against
+        // the peer's limit only once it exists, so IDs handed out but not yet written to would
+        // let a burst of links overshoot the limit.
+        c.quic.stream_send(id, &[], false).ok()?;
         c.next_local_bidi += 4;
         Some(id)
     }

@@ -14,6 +14,9 @@ use crate::rawsocket::{
     ClientHandshake, FrameError, FrameScanner, LengthReading, RouterReply, Run, HANDSHAKE_LEN,
 };
 
+/// First size of a pipe's buffer; it grows 4x at a time up to the configured buffer size.
+pub const INITIAL_BUFFER: usize = 4096;
+
 /// Which handshake octets open this direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opening {
@@ -50,7 +53,10 @@ pub enum Fill {
 }
 
 pub struct Pipe {
-    buf: Box<[u8]>,
+    /// Grows from [`INITIAL_BUFFER`] to `capacity` only when it fills up: an idle link (most of
+    /// them, with many realms) costs a few KiB, a busy one gets the full buffer.
+    buf: Vec<u8>,
+    capacity: usize,
     /// First byte not yet given to the sink.
     start: usize,
     /// Bytes `start..ready` are checked and may go to the sink.
@@ -69,7 +75,8 @@ pub struct Pipe {
 impl Pipe {
     pub fn new(capacity: usize, opening: Opening, limit: u32) -> Pipe {
         Pipe {
-            buf: vec![0; capacity.max(64)].into_boxed_slice(),
+            buf: Vec::new(),
+            capacity: capacity.max(64),
             start: 0,
             ready: 0,
             end: 0,
@@ -127,6 +134,11 @@ impl Pipe {
             self.ready -= self.start;
             self.end -= self.start;
             self.start = 0;
+        }
+        if self.end == self.buf.len() && self.buf.len() < self.capacity {
+            let grown =
+                (self.buf.len() * 4).clamp(INITIAL_BUFFER.min(self.capacity), self.capacity);
+            self.buf.resize(grown, 0);
         }
         if self.end == self.buf.len() {
             return Ok(false);

@@ -23,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod io;
+pub mod ktls;
 pub mod node;
 pub mod probe;
 pub mod quic;

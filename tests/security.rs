@@ -147,10 +147,6 @@ fn certificate_naming_another_node_is_refused() {
 }
 
 #[test]
-#[ignore = "bug: src/node/mod.rs, DriverEvent::Established handler: the dialer resets its \
-            backoff as soon as its TLS handshake completes, which in TLS 1.3 is before the \
-            acceptor checks the dialer's certificate; a refused dialer logs 'peer connected' \
-            and redials every redial_min forever"]
 fn refused_dialer_backs_off() {
     let env = Env::new(&["a", "b", "c"]);
     let a_as_c = cert_dir(&env, "a-as-c", "a", &env.certs, "c", &env.certs);
@@ -179,9 +175,6 @@ fn refused_dialer_backs_off() {
 }
 
 #[test]
-#[ignore = "bug: src/node/mod.rs service_streams/on_stream_start serve streams of connections \
-            that are not established (the acceptor's peer check failed and the connection is \
-            closing): a CA-signed node that is not a configured peer reaches b's routes"]
 fn refused_peer_streams_never_reach_a_route() {
     let env = Env::new(&["a", "b", "c"]);
     let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();

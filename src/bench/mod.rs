@@ -159,6 +159,8 @@ pub struct RunResult {
     pub datagrams_per_receive: BTreeMap<String, f64>,
     /// quic only: user-space copies of each payload byte inside rlinkd (sending + receiving node).
     pub relay_copies_per_byte: Option<f64>,
+    /// tls only: whether the record layer ran in the kernel (kTLS) or in user space, and why.
+    pub tls_offload: Option<String>,
     pub extra: workloads::Extra,
     pub verified: bool,
     pub verification: String,
@@ -189,6 +191,7 @@ impl RunResult {
             datagrams_per_send: BTreeMap::new(),
             datagrams_per_receive: BTreeMap::new(),
             relay_copies_per_byte: None,
+            tls_offload: None,
             extra: BTreeMap::new(),
             verified: false,
             verification: String::new(),
@@ -326,6 +329,9 @@ fn run_one(
         Workload::Stall => workloads::stall(&mut env, args.duration)?,
         Workload::Open => workloads::open(&mut env, args.open_rounds)?,
     };
+    if t == Transport::Tls {
+        r.tls_offload = Some(crate::ktls::status());
+    }
     if t == Transport::Quic {
         r.relay_copies_per_byte = Some(RELAY_COPIES_PER_BYTE);
         for (node, [sent, sends, recvd, recvs]) in env.stop_nodes() {

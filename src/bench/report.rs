@@ -292,6 +292,9 @@ pub fn table(rep: &Report) -> String {
                 dg,
                 if r.verified { "" } else { "  NOT VERIFIED" }
             );
+            if let Some(k) = &r.tls_offload {
+                let _ = writeln!(s, "        {k}");
+            }
             if !r.extra.is_empty() {
                 let extra = r
                     .extra

@@ -2,17 +2,19 @@
 //! TLS 1.3 over TCP with BoringSSL (the `tls` baseline).
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use boring::ssl::{
     HandshakeError, MidHandshakeSslStream, SslAcceptor, SslConnector, SslFiletype, SslMethod,
-    SslStream, SslVerifyMode, SslVersion,
+    SslOptions, SslStream, SslVerifyMode, SslVersion,
 };
 use mio::event::Source;
 use mio::net::TcpStream;
 
 use crate::addr::LocalAddr;
 use crate::io::local::LocalStream;
+use crate::ktls;
 
 /// Certificate name the benchmark router presents on `tls`.
 pub const ROUTER_NAME: &str = "router";
@@ -21,6 +23,8 @@ pub enum BenchStream {
     Plain(LocalStream),
     TlsHandshaking(Option<MidHandshakeSslStream<TcpStream>>),
     Tls(SslStream<TcpStream>),
+    /// TLS 1.3 whose record layer runs in the kernel: plain reads and writes on the socket.
+    Ktls(TcpStream),
 }
 
 /// TLS set-up for the `tls` transport, from certificates made by `rlinkd cert`.
@@ -30,6 +34,9 @@ pub fn tls_connector(ca: &Path) -> io::Result<SslConnector> {
         .map_err(io::Error::other)?;
     b.set_ca_file(ca).map_err(io::Error::other)?;
     b.set_verify(SslVerifyMode::PEER);
+    if ktls::ktls_available().is_ok() {
+        ktls::prepare_context(&mut b).map_err(io::Error::other)?;
+    }
     Ok(b.build())
 }
 
@@ -44,6 +51,12 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<SslAcceptor> {
         .map_err(io::Error::other)?;
     b.set_private_key_file(key, SslFiletype::PEM)
         .map_err(io::Error::other)?;
+    // The bench never resumes sessions; no tickets keeps TLS settings identical on hosts with
+    // and without kTLS (kTLS needs the first record after the handshake to be application data).
+    b.set_options(SslOptions::NO_TICKET);
+    if ktls::ktls_available().is_ok() {
+        ktls::prepare_context(&mut b).map_err(io::Error::other)?;
+    }
     Ok(b.build())
 }
 
@@ -51,9 +64,27 @@ fn tls_result(
     r: Result<SslStream<TcpStream>, HandshakeError<TcpStream>>,
 ) -> io::Result<BenchStream> {
     match r {
-        Ok(s) => Ok(BenchStream::Tls(s)),
+        Ok(s) => offload(s),
         Err(HandshakeError::WouldBlock(mid)) => Ok(BenchStream::TlsHandshaking(Some(mid))),
         Err(e) => Err(io::Error::other(e.to_string())),
+    }
+}
+
+/// Hands a just-finished TLS connection to the kernel when kTLS works here, else keeps it in
+/// user space (also when this connection can't be offloaded but the socket is still intact).
+fn offload(s: SslStream<TcpStream>) -> io::Result<BenchStream> {
+    if ktls::ktls_available().is_err() {
+        return Ok(BenchStream::Tls(s));
+    }
+    let installed = ktls::KtlsKeys::from_stream(&s)
+        .and_then(|keys| ktls::install(s.get_ref().as_raw_fd(), &keys));
+    match installed {
+        Ok(()) => Ok(BenchStream::Ktls(s.into_inner())),
+        Err(e) if e.is_recoverable() => {
+            tracing::warn!("kTLS not installed, staying in user space: {e}");
+            Ok(BenchStream::Tls(s))
+        }
+        Err(e) => Err(io::Error::other(e)),
     }
 }
 
@@ -105,6 +136,7 @@ impl BenchStream {
         match self {
             BenchStream::TlsHandshaking(Some(m)) => Some(m.get_mut()),
             BenchStream::Tls(s) => Some(s.get_mut()),
+            BenchStream::Ktls(s) => Some(s),
             _ => None,
         }
     }
@@ -115,6 +147,7 @@ impl Read for BenchStream {
         match self {
             BenchStream::Plain(s) => s.read(buf),
             BenchStream::Tls(s) => s.read(buf),
+            BenchStream::Ktls(s) => s.read(buf),
             BenchStream::TlsHandshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
@@ -125,6 +158,7 @@ impl Write for BenchStream {
         match self {
             BenchStream::Plain(s) => s.write(buf),
             BenchStream::Tls(s) => s.write(buf),
+            BenchStream::Ktls(s) => s.write(buf),
             BenchStream::TlsHandshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }

@@ -652,7 +652,13 @@ impl Node {
             })
         });
         let had_stream = link.stream.is_some();
-        match link.pump(stream) {
+        let result = link.pump(stream);
+        if std::mem::take(&mut link.wrote_stream) {
+            if let Some((cid, _)) = link.stream {
+                self.driver.note_data_queued(cid);
+            }
+        }
+        match result {
             Ok(true) => self.finish_link(key),
             Ok(false) => {
                 if !had_stream && link.client_ready() && matches!(link.role, Role::Dialer { .. }) {
@@ -803,6 +809,7 @@ impl Node {
             if let Some(c) = self.driver.conn_mut(cid) {
                 reset_stream(c, sid, code);
             }
+            self.driver.note_data_queued(cid);
         }
         log_link_end(&link, why, true);
     }

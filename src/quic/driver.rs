@@ -26,6 +26,8 @@ pub type ConnId = u64;
 
 /// Length of the connection IDs this node issues.
 const CID_LEN: usize = quiche::MAX_CONN_ID_LEN;
+/// Longest time an ACK is held back waiting for data to ride on (see `poll_transmit`).
+pub const ACK_DELAY: Duration = Duration::from_micros(250);
 /// Incoming handshakes in progress at once; more Initials are dropped (a flood cannot take all
 /// memory, and peers retry).
 const MAX_HANDSHAKING: usize = 256;
@@ -47,6 +49,12 @@ pub struct Conn {
     pub peer: Option<String>,
     established: bool,
     next_keepalive: Option<Instant>,
+    /// Datagrams received since this connection last sent (for delayed ACKs).
+    received_since_send: u32,
+    /// The application queued stream data (or a FIN/reset) since the last send.
+    data_queued: bool,
+    /// A held-back ACK must leave by then.
+    ack_deadline: Option<Instant>,
     next_local_bidi: u64,
     cids: Vec<ConnectionId<'static>>,
 }
@@ -182,6 +190,7 @@ impl QuicDriver {
             None => (self.accept(&hdr, datagram, from)?, true),
         };
         let conn = self.conns.get_mut(&id)?;
+        conn.received_since_send = conn.received_since_send.saturating_add(1);
         let info = quiche::RecvInfo {
             from,
             to: self.local_addr,
@@ -265,6 +274,9 @@ impl QuicDriver {
                 peer,
                 established: false,
                 next_keepalive: None,
+                received_since_send: 0,
+                data_queued: false,
+                ack_deadline: None,
                 next_local_bidi,
                 cids,
             },
@@ -288,6 +300,13 @@ impl QuicDriver {
         Some(id)
     }
 
+    /// The relay queued stream data, a FIN or a reset on `conn`: send without delay.
+    pub fn note_data_queued(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.data_queued = true;
+        }
+    }
+
     /// Closes `conn` with an application error code; the Closed event follows once the close is
     /// sent.
     pub fn close(&mut self, conn: ConnId, code: ConnCode, reason: &str) {
@@ -307,6 +326,17 @@ impl QuicDriver {
         now: Instant,
     ) -> Option<Batch> {
         let c = self.conns.get_mut(&conn)?;
+        // Delayed ACK: quiche acknowledges every ack-eliciting packet in the next send. When one
+        // packet came in and the relay queued nothing to go back yet, hold the ACK-only packet
+        // briefly so it rides on the reply (a request/response then costs two packets, not
+        // four, and the peer is not woken for a bare ACK). A burst of packets is acknowledged
+        // at once, so bulk transfer keeps its ACK clock.
+        if c.established && !c.data_queued && c.received_since_send == 1 {
+            let deadline = *c.ack_deadline.get_or_insert(now + ACK_DELAY);
+            if now < deadline {
+                return None;
+            }
+        }
         let mss = c.quic.max_send_udp_payload_size();
         let limit = out
             .len()
@@ -343,6 +373,11 @@ impl QuicDriver {
                 }
             }
         }
+        // Whatever went out (or nothing, when there was nothing to send), the ACK is no longer
+        // held back.
+        c.received_since_send = 0;
+        c.data_queued = false;
+        c.ack_deadline = None;
         if batch.is_none() {
             self.after_io(conn, now);
         }
@@ -353,7 +388,7 @@ impl QuicDriver {
     pub fn timeout(&self) -> Option<Instant> {
         self.conns
             .values()
-            .flat_map(|c| [c.quic.timeout_instant(), c.next_keepalive])
+            .flat_map(|c| [c.quic.timeout_instant(), c.next_keepalive, c.ack_deadline])
             .flatten()
             .min()
     }

@@ -72,6 +72,8 @@ pub struct Link {
     pub deadline: Option<Instant>,
     pub opened: Instant,
     fin_sent: bool,
+    /// The last pump queued stream data or a FIN (the node sends without delaying the ACK).
+    pub wrote_stream: bool,
     local_write_closed: bool,
     max_frame: u32,
     serializer: Option<Serializer>,
@@ -107,6 +109,7 @@ impl Link {
             deadline: None,
             opened: now,
             fin_sent: false,
+            wrote_stream: false,
             local_write_closed: false,
             max_frame,
             serializer: None,
@@ -218,10 +221,12 @@ impl Link {
                 .drain(|b| stream_send(s, b))
                 .map_err(io_to_end)?;
             progress |= taken > 0;
+            self.wrote_stream |= taken > 0;
             if self.from_local.is_finished() && !self.fin_sent {
                 match s.quic.stream_send(s.id, &[], true) {
                     Ok(_) => {
                         self.fin_sent = true;
+                        self.wrote_stream = true;
                         progress = true;
                     }
                     Err(quiche::Error::Done) => {}

@@ -130,22 +130,9 @@ impl Drop for Env {
     }
 }
 
-/// WORKAROUND for the UDP_SEGMENT bug (src/io/udp.rs: the GSO probe leaves a socket-wide
-/// segment size of 1200, so every datagram sent without a UDP_SEGMENT cmsg is cut at 1200
-/// bytes). While it is there, [`pair`] turns GSO off so that the rest of the suite tests the
-/// relay, not that bug; `tests/relay.rs` has the (ignored) tests that run with GSO on. Remove
-/// this line (set it to `&[]`) once the bug is fixed.
-pub const GSO_WORKAROUND: &[&str] = &[];
-
 /// Two nodes: `a` dials `b`, `b` accepts `a`. No links or routes yet; `quic` lines go into both
-/// nodes' `[quic]` tables, after [`GSO_WORKAROUND`].
+/// nodes' `[quic]` tables.
 pub fn pair(quic: &[&str]) -> (NodePlan, NodePlan) {
-    let with: Vec<&str> = GSO_WORKAROUND.iter().chain(quic).copied().collect();
-    pair_as_configured(&with)
-}
-
-/// [`pair`] without any workaround: exactly `quic` in both `[quic]` tables.
-pub fn pair_as_configured(quic: &[&str]) -> (NodePlan, NodePlan) {
     let (pa, pb) = (free_udp_port().unwrap(), free_udp_port().unwrap());
     let mut a = NodePlan::new("a", pa);
     a.peers.push(("b".into(), Some(pb)));

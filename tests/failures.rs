@@ -256,3 +256,33 @@ fn a_stopped_peer_closes_links_at_once_and_cleans_up() {
     link_works_within(&ep_b, Duration::from_secs(20)).unwrap();
     assert!(node_a.is_running() && node_b.is_running());
 }
+
+#[test]
+fn a_dead_peer_is_noticed_by_icmp_long_before_the_idle_timeout() {
+    let env = Env::new(&["a", "b"]);
+    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
+    // A 60 s idle timeout: only the ICMP "port unreachable" that answers a keepalive to the dead
+    // peer can end the connection within the 10 s this test allows.
+    let (mut a, mut b) = pair(&[
+        "idle_timeout = \"60s\"",
+        "keepalive_interval = \"500ms\"",
+        "redial_min = \"100ms\"",
+        "redial_max = \"500ms\"",
+    ]);
+    let ep = env.unix("a.sock");
+    a.links.push(("b".into(), ep.clone(), "echo".into()));
+    b.routes.push(("echo".into(), router.local_addr().clone()));
+    let mut node_b = env.start(&b);
+    let mut node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+    let mut c = client(&ep, hs(15));
+    echo_on(&mut c, &[pattern(1000, 1)]).unwrap();
+
+    node_b.kill();
+    expect_client_closed(&mut c, Duration::from_secs(10))
+        .expect("client at node a closed soon after its peer died, by ICMP");
+    assert!(find_line(&node_a, &["peer connection lost", "ICMP port unreachable"]).is_some());
+    node_b.start_again().unwrap();
+    link_works_within(&ep, Duration::from_secs(15)).unwrap();
+    assert!(node_a.is_running() && node_b.is_running());
+}

@@ -132,7 +132,7 @@ fn subtitle(rep: &Report) -> String {
 }
 
 fn short(v: f64) -> String {
-    if v == 0.0 || (v >= 10.0 && v.fract() == 0.0 && v < 100_000.0) {
+    if v.fract() == 0.0 && v < 100_000.0 {
         format!("{v:.0}")
     } else if v >= 1e6 {
         format!("{}M", short(v / 1e6))

@@ -68,3 +68,28 @@ pub unsafe fn decode_gro_segment(msg: &libc::msghdr) -> Option<usize> {
         None
     }
 }
+
+/// Finds the `sock_extended_err` of an error-queue message (`IP_RECVERR` / `IPV6_RECVERR`).
+///
+/// # Safety
+/// As for [`decode_gro_segment`]: `msg` was just filled by `recvmsg(MSG_ERRQUEUE)` and its
+/// control buffer is alive.
+pub unsafe fn decode_extended_err(msg: &libc::msghdr) -> Option<libc::sock_extended_err> {
+    // SAFETY: the caller guarantees `msg` describes a valid control buffer; the CMSG_* macros
+    // stay within `msg_controllen`, and the kernel puts a whole sock_extended_err in these
+    // messages.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let hdr = std::ptr::read_unaligned(cmsg);
+            let ip = hdr.cmsg_level == libc::SOL_IP && hdr.cmsg_type == libc::IP_RECVERR;
+            let ip6 = hdr.cmsg_level == libc::SOL_IPV6 && hdr.cmsg_type == libc::IPV6_RECVERR;
+            if ip || ip6 {
+                let data = libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err;
+                return Some(std::ptr::read_unaligned(data));
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+        None
+    }
+}

@@ -67,4 +67,20 @@ pub trait DatagramIo {
     /// Sends one batch whole. `Err(WouldBlock)` means nothing was sent: retry when writable.
     fn send(&mut self, transmit: &Transmit<'_>) -> io::Result<()>;
     fn stats(&self) -> DatagramStats;
+    /// The next error the network reported about a datagram we sent (an ICMP error queued on
+    /// the socket), if the backend sees them. `Ok(None)` when there is none.
+    fn recv_error(&mut self) -> io::Result<Option<SendError>> {
+        Ok(None)
+    }
+}
+
+/// An ICMP error about a datagram this socket sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendError {
+    /// Where the datagram was going.
+    pub to: SocketAddr,
+    /// The error as errno (ECONNREFUSED for "port unreachable").
+    pub errno: i32,
+    /// ICMP or ICMPv6 "port unreachable": nothing listens at `to` any more.
+    pub port_unreachable: bool,
 }

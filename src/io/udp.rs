@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::cmsg::{self, CmsgBuf, UDP_GRO, UDP_SEGMENT};
-use super::{DatagramIo, DatagramStats, RecvMeta, Transmit};
+use super::{DatagramIo, DatagramStats, RecvMeta, SendError, Transmit};
 
 /// The kernel's limit on segments in one GSO send (UDP_MAX_SEGMENTS).
 pub const MAX_GSO_SEGMENTS: usize = 64;
@@ -58,6 +58,11 @@ impl UdpSocket {
             && set_int_option(&socket, libc::SOL_UDP, UDP_SEGMENT, 1200).is_ok()
             && set_int_option(&socket, libc::SOL_UDP, UDP_SEGMENT, 0).is_ok();
         let gro = want_gro && set_int_option(&socket, libc::SOL_UDP, UDP_GRO, 1).is_ok();
+        // Queue ICMP errors (e.g. port unreachable when a peer process dies) for recv_error.
+        set_int_option(&socket, libc::SOL_IP, libc::IP_RECVERR, 1).ok();
+        if addr.is_ipv6() {
+            set_int_option(&socket, libc::SOL_IPV6, libc::IPV6_RECVERR, 1).ok();
+        }
         let local = socket
             .local_addr()?
             .as_socket()
@@ -210,6 +215,51 @@ impl DatagramIo for UdpSocket {
 
     fn stats(&self) -> DatagramStats {
         self.stats
+    }
+
+    fn recv_error(&mut self) -> io::Result<Option<SendError>> {
+        // SAFETY: sockaddr_storage and msghdr are plain data, valid when zeroed.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let mut data = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let mut control = CmsgBuf::default();
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = &mut storage as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.0.len() as _;
+        // SAFETY: every pointer in `msg` refers to a live local of the length given; the kernel
+        // writes within those lengths.
+        let rc = unsafe { libc::recvmsg(self.io.as_raw_fd(), &mut msg, libc::MSG_ERRQUEUE) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        let Some(to) = sockaddr_to_std(&storage) else {
+            return Ok(None);
+        };
+        // SAFETY: recvmsg just filled `msg`, and `control` is still alive.
+        let Some(ee) = (unsafe { cmsg::decode_extended_err(&msg) }) else {
+            return Ok(None);
+        };
+        let port_unreachable =
+            (ee.ee_origin == libc::SO_EE_ORIGIN_ICMP && ee.ee_type == 3 && ee.ee_code == 3)
+                || (ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6 && ee.ee_type == 1 && ee.ee_code == 4);
+        Ok(Some(SendError {
+            to,
+            errno: ee.ee_errno as i32,
+            port_unreachable,
+        }))
     }
 }
 

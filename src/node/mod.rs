@@ -194,7 +194,14 @@ impl Node {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    UDP if ev.is_readable() => self.udp_readable = true,
+                    UDP => {
+                        if ev.is_readable() {
+                            self.udp_readable = true;
+                        }
+                        if ev.is_error() {
+                            self.read_icmp_errors();
+                        }
+                    }
                     SIGNALS => self.on_signal(),
                     Token(t) if t >= LINK_BASE => {
                         self.on_link_event(t - LINK_BASE, ev.is_writable() || ev.is_error())
@@ -273,6 +280,25 @@ impl Node {
                 Err(e) => {
                     // ICMP errors surface here on some kernels; QUIC's timers handle the peer.
                     tracing::debug!(error = %e, "UDP receive error");
+                }
+            }
+        }
+    }
+
+    /// ICMP errors queued on the QUIC socket: a peer whose port is unreachable has died (or
+    /// is not running yet); its connection ends now rather than at the idle timeout.
+    fn read_icmp_errors(&mut self) {
+        for _ in 0..64 {
+            match self.udp.recv_error() {
+                Ok(Some(e)) if e.port_unreachable => {
+                    tracing::debug!(to = %e.to, "ICMP port unreachable");
+                    self.driver.on_port_unreachable(e.to);
+                }
+                Ok(Some(e)) => tracing::debug!(to = %e.to, errno = e.errno, "ICMP error ignored"),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the socket error queue failed");
+                    return;
                 }
             }
         }

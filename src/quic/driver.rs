@@ -300,6 +300,30 @@ impl QuicDriver {
         Some(id)
     }
 
+    /// The network says nothing listens at `addr` any more (ICMP port unreachable): the peer
+    /// process is gone. Its connections end now instead of at the idle timeout; there is no one
+    /// to send a CONNECTION_CLOSE to.
+    pub fn on_port_unreachable(&mut self, addr: SocketAddr) {
+        let gone: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer_addr == addr)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            let Some(c) = self.forget(id) else { continue };
+            self.events.push_back(DriverEvent::Closed {
+                conn: id,
+                peer: c.peer.clone(),
+                direction: c.direction,
+                addr,
+                reason: "peer unreachable: ICMP port unreachable (nothing listens there any more)"
+                    .to_string(),
+                was_established: c.established,
+            });
+        }
+    }
+
     /// The relay queued stream data, a FIN or a reset on `conn`: send without delay.
     pub fn note_data_queued(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {

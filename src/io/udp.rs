@@ -122,6 +122,38 @@ impl UdpSocket {
         Ok(())
     }
 
+    /// One `recvmsg` into `data` with `flags`; `parse` reads the result (length, the filled
+    /// msghdr with its control messages, the address) while the buffers it points to are alive.
+    fn recvmsg_with<T>(
+        &self,
+        data: &mut [u8],
+        flags: libc::c_int,
+        parse: impl FnOnce(usize, &libc::msghdr, &libc::sockaddr_storage) -> T,
+    ) -> io::Result<T> {
+        // SAFETY: sockaddr_storage and msghdr are plain data, valid when zeroed.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let mut control = CmsgBuf::default();
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = &mut storage as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.0.len() as _;
+        // SAFETY: every pointer in `msg` refers to a live local (`storage`, `iov` over `data`,
+        // `control`) of the length given; the kernel writes within those lengths.
+        let rc = unsafe { libc::recvmsg(self.io.as_raw_fd(), &mut msg, flags) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(parse(rc as usize, &msg, &storage))
+    }
+
     fn log_error(&mut self, what: &str, err: &io::Error) {
         let now = Instant::now();
         if self
@@ -144,32 +176,12 @@ impl DatagramIo for UdpSocket {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<RecvMeta> {
-        // SAFETY: sockaddr_storage is plain data, valid when zeroed.
-        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        let mut control = CmsgBuf::default();
-        // SAFETY: as above, plain data.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = &mut storage as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = control.0.len() as _;
-        // SAFETY: every pointer in `msg` refers to a live local (`storage`, `iov` over `buf`,
-        // `control`) of the length given; the kernel writes within those lengths.
-        let rc = unsafe { libc::recvmsg(self.io.as_raw_fd(), &mut msg, 0) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let len = rc as usize;
-        // SAFETY: recvmsg just filled `msg`, and `control` is still alive.
-        let segment_size = unsafe { cmsg::decode_gro_segment(&msg) }.unwrap_or(len);
-        let from = sockaddr_to_std(&storage)
-            .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
+        let (len, segment_size, from) = self.recvmsg_with(buf, 0, |len, msg, storage| {
+            // SAFETY: `msg` was just filled by recvmsg and its control buffer is alive.
+            let segment = unsafe { cmsg::decode_gro_segment(msg) }.unwrap_or(len);
+            (len, segment, sockaddr_to_std(storage))
+        })?;
+        let from = from.ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
         let meta = RecvMeta {
             from,
             len,
@@ -218,48 +230,27 @@ impl DatagramIo for UdpSocket {
     }
 
     fn recv_error(&mut self) -> io::Result<Option<SendError>> {
-        // SAFETY: sockaddr_storage and msghdr are plain data, valid when zeroed.
-        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
         let mut data = [0u8; 64];
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr() as *mut libc::c_void,
-            iov_len: data.len(),
-        };
-        let mut control = CmsgBuf::default();
-        // SAFETY: as above.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = &mut storage as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = control.0.len() as _;
-        // SAFETY: every pointer in `msg` refers to a live local of the length given; the kernel
-        // writes within those lengths.
-        let rc = unsafe { libc::recvmsg(self.io.as_raw_fd(), &mut msg, libc::MSG_ERRQUEUE) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        let Some(to) = sockaddr_to_std(&storage) else {
-            return Ok(None);
-        };
-        // SAFETY: recvmsg just filled `msg`, and `control` is still alive.
-        let Some(ee) = (unsafe { cmsg::decode_extended_err(&msg) }) else {
-            return Ok(None);
-        };
-        let port_unreachable =
-            (ee.ee_origin == libc::SO_EE_ORIGIN_ICMP && ee.ee_type == 3 && ee.ee_code == 3)
+        let report = self.recvmsg_with(&mut data, libc::MSG_ERRQUEUE, |_, msg, storage| {
+            // SAFETY: `msg` was just filled by recvmsg(MSG_ERRQUEUE) and its control buffer is
+            // alive.
+            let ee = unsafe { cmsg::decode_extended_err(msg) }?;
+            let to = sockaddr_to_std(storage)?;
+            let port_unreachable = (ee.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                && ee.ee_type == 3
+                && ee.ee_code == 3)
                 || (ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6 && ee.ee_type == 1 && ee.ee_code == 4);
-        Ok(Some(SendError {
-            to,
-            errno: ee.ee_errno as i32,
-            port_unreachable,
-        }))
+            Some(SendError {
+                to,
+                errno: ee.ee_errno as i32,
+                port_unreachable,
+            })
+        });
+        match report {
+            Ok(r) => Ok(r),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

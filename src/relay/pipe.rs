@@ -146,8 +146,15 @@ impl Pipe {
         match source(&mut self.buf[self.end..])? {
             Fill::Data(0) | Fill::Blocked => Ok(false),
             Fill::Data(n) => {
+                let filled_all = self.end + n == self.buf.len();
                 self.end += n;
                 self.bytes_in += n as u64;
+                if filled_all && self.buf.len() < self.capacity {
+                    // The source had at least as much as there was room for: a busy link. Grow
+                    // now, since the sink usually empties the buffer before it is ever full.
+                    let grown = (self.buf.len() * 4).min(self.capacity);
+                    self.buf.resize(grown, 0);
+                }
                 Ok(true)
             }
             Fill::End => {

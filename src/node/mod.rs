@@ -203,9 +203,12 @@ impl Node {
                         }
                     }
                     SIGNALS => self.on_signal(),
-                    Token(t) if t >= LINK_BASE => {
-                        self.on_link_event(t - LINK_BASE, ev.is_writable() || ev.is_error())
-                    }
+                    Token(t) if t >= LINK_BASE => self.on_link_event(
+                        t - LINK_BASE,
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_read_closed() || ev.is_error(),
+                        ev.is_writable() || ev.is_error(),
+                    ),
                     Token(t) if t >= LISTENER_BASE => self.accept_local(t - LISTENER_BASE),
                     _ => {}
                 }
@@ -382,10 +385,17 @@ impl Node {
         Some(self.links.insert(link))
     }
 
-    fn on_link_event(&mut self, key: usize, writable: bool) {
+    fn on_link_event(&mut self, key: usize, readable: bool, read_closed: bool, writable: bool) {
         let Some(link) = self.links.get_mut(key) else {
             return;
         };
+        if readable {
+            link.local_readable = true;
+        }
+        if read_closed {
+            // No further readable event will come: read until EOF whatever the read sizes.
+            link.local_read_closed = true;
+        }
         if link.connecting && writable {
             match link.sock.finish_connect() {
                 Ok(true) => {

@@ -74,6 +74,13 @@ pub struct Link {
     fin_sent: bool,
     /// The last pump queued stream data or a FIN (the node sends without delaying the ACK).
     pub wrote_stream: bool,
+    /// The local socket may have bytes to read. Cleared by a read that returned less than it
+    /// asked for (the socket was empty: with edge-triggered readiness, new bytes bring a new
+    /// event), set again by the node on a readable event.
+    pub local_readable: bool,
+    /// The peer of the local socket has shut down its side (an event said so): read until EOF
+    /// whatever the read sizes, since no further event will come.
+    pub local_read_closed: bool,
     local_write_closed: bool,
     max_frame: u32,
     serializer: Option<Serializer>,
@@ -110,6 +117,8 @@ impl Link {
             opened: now,
             fin_sent: false,
             wrote_stream: false,
+            local_readable: true,
+            local_read_closed: false,
             local_write_closed: false,
             max_frame,
             serializer: None,
@@ -198,11 +207,21 @@ impl Link {
             let mut progress = false;
 
             // Local -> stream.
-            let sock = &mut self.sock;
-            progress |= self
-                .from_local
-                .fill(|buf| read_local(sock, buf))
-                .map_err(LinkEnd::Local)?;
+            if self.local_readable {
+                let (sock, readable) = (&mut self.sock, &mut self.local_readable);
+                let closing = self.local_read_closed;
+                progress |= self
+                    .from_local
+                    .fill(|buf| {
+                        let fill = read_local(sock, buf)?;
+                        let short = !matches!(fill, Fill::Data(n) if n == buf.len());
+                        if short && !(closing && matches!(fill, Fill::Data(_))) {
+                            *readable = false;
+                        }
+                        Ok(fill)
+                    })
+                    .map_err(LinkEnd::Local)?;
+            }
             match self.from_local.check() {
                 Ok(Some(hs)) => self.on_handshake(hs),
                 Ok(None) => {}

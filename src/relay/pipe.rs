@@ -210,21 +210,24 @@ impl Pipe {
     /// the number of bytes taken.
     pub fn drain(&mut self, mut sink: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<usize> {
         let mut taken = 0;
+        // A sink that takes less than offered is full: asking again would only cost a call.
         while self.prefix_sent < self.prefix.len() {
+            let offered = self.prefix.len() - self.prefix_sent;
             let n = sink(&self.prefix[self.prefix_sent..])?;
-            if n == 0 {
-                return Ok(taken);
-            }
             self.prefix_sent += n;
             taken += n;
+            if n < offered {
+                return Ok(taken);
+            }
         }
         while self.start < self.ready {
+            let offered = self.ready - self.start;
             let n = sink(&self.buf[self.start..self.ready])?;
-            if n == 0 {
-                break;
-            }
             self.start += n;
             taken += n;
+            if n < offered {
+                break;
+            }
         }
         if self.start == self.end {
             self.start = 0;

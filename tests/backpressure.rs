@@ -11,7 +11,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rlinkd::endpoints::{EchoRouter, RouterOptions};
 
 const FRAME: usize = 64 << 10;
 /// 64 MiB in 64 KiB frames: more than every buffer between the client and the router.
@@ -19,12 +18,13 @@ const FRAMES: usize = 1024;
 
 #[test]
 fn a_stalled_reader_does_not_block_other_links_and_loses_nothing() {
-    let env = Env::new(&["a", "b"]);
-    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
-    let (mut a, mut b) = pair(&[]);
-    let ep = env.unix("a.sock");
-    a.links.push(("b".into(), ep.clone(), "echo".into()));
-    b.routes.push(("echo".into(), router.local_addr().clone()));
+    let EchoPair {
+        env,
+        router,
+        a,
+        b,
+        ep,
+    } = echo_pair(&[]);
     let mut node_b = env.start(&b);
     let mut node_a = env.start(&a);
     expect_connected(&node_a, &node_b);

@@ -70,12 +70,13 @@ fn unknown_and_unreachable_routes_close_the_client_promptly() {
 
 #[test]
 fn peer_not_running_closes_clients_after_connect_timeout_then_links_work_once_it_starts() {
-    let env = Env::new(&["a", "b"]);
-    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
-    let (mut a, mut b) = pair(FAST_QUIC);
-    let ep = env.unix("a.sock");
-    a.links.push(("b".into(), ep.clone(), "echo".into()));
-    b.routes.push(("echo".into(), router.local_addr().clone()));
+    let EchoPair {
+        env,
+        router: _router,
+        a,
+        b,
+        ep,
+    } = echo_pair(FAST_QUIC);
     let mut node_a = env.start(&a);
     expect_log(&node_a, "node listening", CONNECT_WAIT);
 
@@ -108,12 +109,13 @@ fn peer_not_running_closes_clients_after_connect_timeout_then_links_work_once_it
 /// within 10 s, node a must log a line with every one of `lost_needles`, and after b restarts new
 /// links must work.
 fn killed_acceptor_scenario(quic: &[&str], lost_needles: &[&str]) {
-    let env = Env::new(&["a", "b"]);
-    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
-    let (mut a, mut b) = pair(quic);
-    let ep = env.unix("a.sock");
-    a.links.push(("b".into(), ep.clone(), "echo".into()));
-    b.routes.push(("echo".into(), router.local_addr().clone()));
+    let EchoPair {
+        env,
+        router: _router,
+        a,
+        b,
+        ep,
+    } = echo_pair(quic);
     let mut node_b = env.start(&b);
     let mut node_a = env.start(&a);
     expect_connected(&node_a, &node_b);
@@ -208,12 +210,13 @@ fn killed_dialer_is_replaced_on_the_acceptor_and_links_return() {
 
 #[test]
 fn idle_links_stay_up_through_keepalives() {
-    let env = Env::new(&["a", "b"]);
-    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
-    let (mut a, mut b) = pair(FAST_QUIC);
-    let ep = env.unix("a.sock");
-    a.links.push(("b".into(), ep.clone(), "echo".into()));
-    b.routes.push(("echo".into(), router.local_addr().clone()));
+    let EchoPair {
+        env,
+        router,
+        a,
+        b,
+        ep,
+    } = echo_pair(FAST_QUIC);
     let mut node_b = env.start(&b);
     let mut node_a = env.start(&a);
     expect_connected(&node_a, &node_b);

@@ -357,12 +357,13 @@ fn router_refusal_reaches_the_client() {
 
 #[test]
 fn half_close_delivers_everything_sent_before_it() {
-    let env = Env::new(&["a", "b"]);
-    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
-    let (mut a, mut b) = pair(&[]);
-    let ep = env.unix("a.sock");
-    a.links.push(("b".into(), ep.clone(), "echo".into()));
-    b.routes.push(("echo".into(), router.local_addr().clone()));
+    let EchoPair {
+        env,
+        router,
+        a,
+        b,
+        ep,
+    } = echo_pair(&[]);
     let node_b = env.start(&b);
     let node_a = env.start(&a);
     expect_connected(&node_a, &node_b);

@@ -285,12 +285,13 @@ fn junk(n: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn junk_datagrams_harm_nothing() {
-    let env = Env::new(&["a", "b"]);
-    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
-    let (mut a, mut b) = pair(FAST_QUIC);
-    let ep = env.unix("a.sock");
-    a.links.push(("b".into(), ep.clone(), "echo".into()));
-    b.routes.push(("echo".into(), router.local_addr().clone()));
+    let EchoPair {
+        env,
+        router: _router,
+        a,
+        b,
+        ep,
+    } = echo_pair(FAST_QUIC);
     let quic_b = format!("127.0.0.1:{}", b.quic_port);
     let quic_a = format!("127.0.0.1:{}", a.quic_port);
     let mut node_b = env.start(&b);

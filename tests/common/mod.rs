@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rlinkd::addr::LocalAddr;
 use rlinkd::cluster::{free_tcp_port, free_udp_port, wait_for_log, NodePlan, NodeProcess};
-use rlinkd::endpoints::{ClientError, LocalStream, RawSocketClient};
+use rlinkd::endpoints::{ClientError, EchoRouter, LocalStream, RawSocketClient, RouterOptions};
 use rlinkd::rawsocket::{ClientHandshake, FrameHeader, MaxLen, Serializer};
 
 /// The binary under test.
@@ -143,6 +143,32 @@ pub fn pair(quic: &[&str]) -> (NodePlan, NodePlan) {
         b.quic_extra.push(l.to_string());
     }
     (a, b)
+}
+
+/// The usual set-up: nodes a and b (a dials b), an echo router behind route "echo" on b, and a
+/// link endpoint `a.sock` on a that leads to it. Nodes are not started.
+pub struct EchoPair {
+    pub env: Env,
+    pub router: EchoRouter,
+    pub a: NodePlan,
+    pub b: NodePlan,
+    pub ep: LocalAddr,
+}
+
+pub fn echo_pair(quic: &[&str]) -> EchoPair {
+    let env = Env::new(&["a", "b"]);
+    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
+    let (mut a, mut b) = pair(quic);
+    let ep = env.unix("a.sock");
+    a.links.push(("b".into(), ep.clone(), "echo".into()));
+    b.routes.push(("echo".into(), router.local_addr().clone()));
+    EchoPair {
+        env,
+        router,
+        a,
+        b,
+        ep,
+    }
 }
 
 /// Timeouts short enough for failure tests, long enough for a loaded 2-core box.

@@ -13,7 +13,8 @@ cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 echo "== Rust tests"
 cargo build --release
-cargo test --release
+# Every test bounds its own waits; this bound turns a hang nobody foresaw into a failure.
+timeout --kill-after=30 1500 cargo test --release
 echo "== Crossbar end-to-end"
 bash scripts/crossbar-e2e.sh target/release/rlinkd
 echo "all tests passed in $(( $(date +%s) - started )) s"

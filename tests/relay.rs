@@ -369,14 +369,20 @@ fn half_close_delivers_everything_sent_before_it() {
     expect_connected(&node_a, &node_b);
 
     // The client sends frames and half-closes at once; the router echoes what it read, then
-    // sees the end and closes: every echo must arrive before the end of stream.
+    // sees the end and closes: every echo must arrive before the end of stream. The echoes are
+    // read while the writer writes: a client that wrote 2.5 MB without reading, against a
+    // router that blocks on its writes, would deadlock on any transport once the buffers in
+    // between are full. Reads time out (IO_WAIT), so a stall fails instead of hanging.
     let mut c = client(&ep, hs(15));
     let payloads: Vec<Vec<u8>> = (0..20).map(|k| pattern(1000 * k * k, k as u64)).collect();
     let (mut tx, mut rx) = c.split();
-    for p in &payloads {
-        tx.send(p).unwrap();
-    }
-    tx.shutdown_write().unwrap();
+    let to_send = payloads.clone();
+    let writer = std::thread::spawn(move || {
+        for p in &to_send {
+            tx.send(p).unwrap();
+        }
+        tx.shutdown_write().unwrap();
+    });
     for (k, p) in payloads.iter().enumerate() {
         let got = rx
             .recv()
@@ -387,6 +393,7 @@ fn half_close_delivers_everything_sent_before_it() {
         Err(ClientError::Closed) => {}
         other => panic!("expected the end of stream, got {other:?}"),
     }
+    writer.join().unwrap();
     assert!(wait_until(Duration::from_secs(10), || count_lines(
         &node_a,
         &["link out", "closed by both ends"]

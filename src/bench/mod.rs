@@ -20,13 +20,15 @@ pub mod workloads;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use env::{Env, EnvOptions};
 use procs::ProcCost;
 use router::{Percentiles, RouterMode};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// RawSocket over TCP, client to router directly.
@@ -57,7 +59,9 @@ impl Transport {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
     /// 64 KiB frames on 1 link into a sink.
@@ -128,6 +132,9 @@ pub struct BenchArgs {
     /// Run rlinkd without UDP GSO/GRO (one datagram per system call), to measure what they bring.
     #[arg(long)]
     pub no_gso: bool,
+    /// Measure nothing: print the table (and, with --plot, the charts) of a run saved with --json.
+    #[arg(long, value_name = "JSON")]
+    pub report: Option<PathBuf>,
     /// Write all results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -140,7 +147,7 @@ pub struct BenchArgs {
 }
 
 /// The figures of one (workload, transport) run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunResult {
     pub workload: Workload,
     pub transport: Transport,
@@ -208,6 +215,18 @@ pub const RELAY_COPIES_PER_BYTE: f64 = 4.0;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     use anyhow::Context;
+    if let Some(path) = &args.report {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let saved: report::Report =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        print!("{}", report::table(&saved));
+        if let Some(d) = &args.plot {
+            report::plot(&saved, d)?;
+            println!("charts written to {}", d.display());
+        }
+        return Ok(());
+    }
     crate::node::raise_fd_limit();
     let workloads = if args.workload.is_empty() {
         Workload::ALL.to_vec()

@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{RunResult, Transport, Workload};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
     pub cores: usize,
     pub cpu: String,
@@ -39,7 +39,7 @@ impl Machine {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Target {
     pub name: String,
     pub required: String,
@@ -48,7 +48,7 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub date: String,
     pub command: String,
@@ -226,7 +226,7 @@ pub fn table(rep: &Report) -> String {
         let _ = writeln!(s, "\n{}", describe(w));
         let _ = writeln!(
             s,
-            "  {:<5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}   {:<44} {:>9}  datagrams/syscall",
+            "  {:<5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}   {:<44} {:>9} {:>24}  datagrams/syscall",
             "",
             "MB/s",
             "frames/s",
@@ -237,6 +237,7 @@ pub fn table(rep: &Report) -> String {
             "max us",
             "CPU s/GB (process)",
             "RSS MB",
+            "sockets (process)",
         );
         for r in rep.results.iter().filter(|r| r.workload == w) {
             let l = r.latency.clone().unwrap_or_default();
@@ -259,6 +260,12 @@ pub fn table(rep: &Report) -> String {
                 .map(|p| format!("{:.0}", p.rss_mb))
                 .collect::<Vec<_>>()
                 .join("/");
+            let sockets = r
+                .processes
+                .iter()
+                .map(|p| p.sockets.to_string())
+                .collect::<Vec<_>>()
+                .join("/");
             let dg = if r.datagrams_per_send.is_empty() {
                 String::new()
             } else {
@@ -278,7 +285,7 @@ pub fn table(rep: &Report) -> String {
             };
             let _ = writeln!(
                 s,
-                "  {:<5} {:>10.1} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}   {:<44} {:>9}  {}{}",
+                "  {:<5} {:>10.1} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}   {:<44} {:>9} {:>24}  {}{}",
                 r.transport.name(),
                 r.goodput_mb_s,
                 r.frames_per_s,
@@ -289,6 +296,7 @@ pub fn table(rep: &Report) -> String {
                 l.max,
                 cpu,
                 if rss.is_empty() { "-".into() } else { rss },
+                sockets,
                 dg,
                 if r.verified { "" } else { "  NOT VERIFIED" }
             );

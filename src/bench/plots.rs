@@ -521,6 +521,33 @@ mod tests {
             .collect()
     }
 
+    /// `rlinkd bench --report`: a run saved as JSON reads back into the same table.
+    #[test]
+    fn a_saved_run_renders_the_same_table() {
+        let results = vec![
+            result(Workload::Bulk, Transport::Tcp, 2.0),
+            result(Workload::Bulk, Transport::Quic, 1.0),
+        ];
+        let rep = Report {
+            date: "2026-11-26".into(),
+            command: "test".into(),
+            machine: Machine {
+                cores: 2,
+                cpu: "test CPU".into(),
+                kernel: "6.18".into(),
+            },
+            args: String::new(),
+            targets: super::super::report::targets(&results),
+            results,
+            failures: Vec::new(),
+        };
+        let json = serde_json::to_string_pretty(&rep).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        let table = super::super::report::table(&back);
+        assert_eq!(table, super::super::report::table(&rep));
+        assert!(table.contains("quic") && table.contains("sockets (process)"));
+    }
+
     #[test]
     fn writes_four_svgs_naming_the_transports() {
         let mut results = Vec::new();

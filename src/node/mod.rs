@@ -221,7 +221,7 @@ impl Node {
             self.service(now);
             self.flush(now);
             // Sending can close connections (a CONNECTION_CLOSE went out): handle that now.
-            self.service(now);
+            self.handle_driver_events(now);
             if let Some(t) = self.next_stats {
                 if t <= now {
                     self.log_stats();

@@ -235,10 +235,7 @@ impl Link {
                 // No stream yet: a client that leaves before it opens is simply done.
                 return Ok(self.from_local.source_ended());
             };
-            let taken = self
-                .from_local
-                .drain(|b| stream_send(s, b))
-                .map_err(io_to_end)?;
+            let taken = self.from_local.drain(|b| stream_send(s, b))?;
             progress |= taken > 0;
             self.wrote_stream |= taken > 0;
             if self.from_local.is_finished() && !self.fin_sent {
@@ -249,18 +246,12 @@ impl Link {
                         progress = true;
                     }
                     Err(quiche::Error::Done) => {}
-                    Err(quiche::Error::StreamStopped(code)) => {
-                        return Err(LinkEnd::PeerStopped(code))
-                    }
-                    Err(e) => return Err(LinkEnd::Quic(e)),
+                    Err(e) => return Err(stream_error(e)),
                 }
             }
 
             // Stream -> local.
-            progress |= self
-                .to_local
-                .fill(|buf| stream_recv(s, buf))
-                .map_err(io_to_end)?;
+            progress |= self.to_local.fill(|buf| stream_recv(s, buf))?;
             match self.to_local.check() {
                 Ok(Some(hs)) => self.on_handshake(hs),
                 Ok(None) => {}
@@ -289,48 +280,31 @@ impl Link {
     }
 }
 
-/// quiche signals stream errors through io::Error::other(LinkEnd) in the pipe closures.
-fn io_to_end(e: io::Error) -> LinkEnd {
-    match e.into_inner().map(|inner| inner.downcast::<LinkEndBox>()) {
-        Some(Ok(b)) => b.0,
-        Some(Err(other)) => LinkEnd::Local(io::Error::other(other)),
-        None => LinkEnd::Local(io::Error::other("stream I/O failed")),
+/// What a quiche stream error means for the link.
+fn stream_error(e: quiche::Error) -> LinkEnd {
+    match e {
+        quiche::Error::StreamStopped(code) => LinkEnd::PeerStopped(code),
+        quiche::Error::StreamReset(code) => LinkEnd::PeerReset(code),
+        e => LinkEnd::Quic(e),
     }
 }
 
-#[derive(Debug)]
-struct LinkEndBox(LinkEnd);
-
-impl std::fmt::Display for LinkEndBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for LinkEndBox {}
-
-fn end(e: LinkEnd) -> io::Error {
-    io::Error::other(LinkEndBox(e))
-}
-
-fn stream_send(s: &mut StreamRef<'_>, bytes: &[u8]) -> io::Result<usize> {
+fn stream_send(s: &mut StreamRef<'_>, bytes: &[u8]) -> Result<usize, LinkEnd> {
     match s.quic.stream_send(s.id, bytes, false) {
         Ok(n) => Ok(n),
         Err(quiche::Error::Done) => Ok(0),
-        Err(quiche::Error::StreamStopped(code)) => Err(end(LinkEnd::PeerStopped(code))),
-        Err(e) => Err(end(LinkEnd::Quic(e))),
+        Err(e) => Err(stream_error(e)),
     }
 }
 
-fn stream_recv(s: &mut StreamRef<'_>, buf: &mut [u8]) -> io::Result<Fill> {
+fn stream_recv(s: &mut StreamRef<'_>, buf: &mut [u8]) -> Result<Fill, LinkEnd> {
     match s.quic.stream_recv(s.id, buf) {
         Ok((n, true)) => Ok(Fill::Last(n)),
         Ok((n, false)) => Ok(Fill::Data(n)),
         Err(quiche::Error::Done) => Ok(Fill::Blocked),
-        Err(quiche::Error::StreamReset(code)) => Err(end(LinkEnd::PeerReset(code))),
         // The stream was collected: both directions finished earlier.
         Err(quiche::Error::InvalidStreamState(_)) => Ok(Fill::End),
-        Err(e) => Err(end(LinkEnd::Quic(e))),
+        Err(e) => Err(stream_error(e)),
     }
 }
 

@@ -8,8 +8,6 @@
 //! re-encoded. PING/PONG frames are dropped: rlinkd never relays RawSocket PING to a router
 //! (Crossbar closes the connection on one); keepalive is QUIC's job.
 
-use std::io;
-
 use crate::rawsocket::{
     ClientHandshake, FrameError, FrameScanner, LengthReading, RouterReply, Run, HANDSHAKE_LEN,
 };
@@ -125,7 +123,10 @@ impl Pipe {
     /// Reads once from `source` into free space. Returns true if bytes arrived or the source
     /// ended. Does nothing when the buffer is full (backpressure: the source is not read until the
     /// sink takes bytes).
-    pub fn fill(&mut self, source: impl FnOnce(&mut [u8]) -> io::Result<Fill>) -> io::Result<bool> {
+    pub fn fill<E>(
+        &mut self,
+        source: impl FnOnce(&mut [u8]) -> Result<Fill, E>,
+    ) -> Result<bool, E> {
         if self.source_ended {
             return Ok(false);
         }
@@ -208,7 +209,10 @@ impl Pipe {
 
     /// Gives checked bytes to `sink`, which returns how many it took (0 when it is full). Returns
     /// the number of bytes taken.
-    pub fn drain(&mut self, mut sink: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<usize> {
+    pub fn drain<E>(
+        &mut self,
+        mut sink: impl FnMut(&[u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
         let mut taken = 0;
         // A sink that takes less than offered is full: asking again would only cost a call.
         while self.prefix_sent < self.prefix.len() {
@@ -262,7 +266,7 @@ mod tests {
         let mut pos = 0;
         loop {
             let took_in = pipe
-                .fill(|buf| {
+                .fill::<std::io::Error>(|buf| {
                     if pos == input.len() {
                         return Ok(Fill::End);
                     }
@@ -274,7 +278,7 @@ mod tests {
                 .unwrap();
             pipe.check().unwrap();
             let took_out = pipe
-                .drain(|b| {
+                .drain::<std::io::Error>(|b| {
                     let n = b.len().min(sink_max);
                     out.extend_from_slice(&b[..n]);
                     Ok(n)
@@ -323,7 +327,7 @@ mod tests {
     #[test]
     fn bad_handshake_and_oversize_frames_are_errors() {
         let mut p = Pipe::new(64, Opening::ClientRequest, 16);
-        p.fill(|b| {
+        p.fill::<std::io::Error>(|b| {
             b[..4].copy_from_slice(&[0x7f, 0x00, 0, 0]);
             Ok(Fill::Data(4))
         })
@@ -333,7 +337,7 @@ mod tests {
         let mut p = Pipe::new(64, Opening::RouterReply, 16);
         let mut bytes = vec![0x7f, 0xf3, 0, 0];
         bytes.extend(FrameHeader::message(17).encode());
-        p.fill(|b| {
+        p.fill::<std::io::Error>(|b| {
             b[..bytes.len()].copy_from_slice(&bytes);
             Ok(Fill::Data(bytes.len()))
         })
@@ -359,7 +363,7 @@ mod count_tests {
             input.extend_from_slice(p);
         }
         let mut pipe = Pipe::new(1024, Opening::ClientRequest, 1 << 24);
-        pipe.fill(|b| {
+        pipe.fill::<std::io::Error>(|b| {
             b[..input.len()].copy_from_slice(&input);
             Ok(Fill::Data(input.len()))
         })

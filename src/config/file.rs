@@ -15,6 +15,7 @@ pub(crate) struct FileConfig {
     pub node: String,
     pub log_level: Option<String>,
     pub stats_interval: Option<DurationValue>,
+    pub drain_timeout: Option<DurationValue>,
     pub quic: FileQuic,
     #[serde(default)]
     pub relay: FileRelay,
@@ -54,6 +55,8 @@ pub(crate) struct FileQuic {
 pub(crate) struct FileRelay {
     pub max_frame: Option<ByteSize>,
     pub buffer_size: Option<ByteSize>,
+    pub stall_timeout: Option<DurationValue>,
+    pub stall_budget: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub log_level: String,
     /// How often a stats line is logged; `None` when the file says `"0s"`.
     pub stats_interval: Option<Duration>,
+    /// How long a stopping node (SIGTERM/SIGINT) keeps relaying what it accepted before it
+    /// resets the links left.
+    pub drain_timeout: Duration,
     pub quic: QuicSettings,
     pub relay: RelaySettings,
     pub peers: Vec<PeerConfig>,
@@ -102,6 +105,7 @@ pub struct QuicSettings {
 
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl QuicSettings {
     /// Settings with every optional key at its default.
@@ -118,10 +122,13 @@ impl QuicSettings {
             redial_max: Duration::from_secs(10),
             // 1500-byte path MTU minus IPv6 (40) and UDP (8) headers.
             max_udp_payload: 1452,
+            // The stream window is what one stalled link can hold of the connection's credit:
+            // fixed (no auto-tuning) so that bound is known. See docs/ARCHITECTURE.md
+            // "Flow control is isolation".
             initial_stream_window: 1 << 20,
-            max_stream_window: 16 << 20,
-            initial_connection_window: 16 << 20,
-            max_connection_window: 64 << 20,
+            max_stream_window: 1 << 20,
+            initial_connection_window: 128 << 20,
+            max_connection_window: 128 << 20,
             max_streams: 100_000,
             congestion_control: CongestionControl::Cubic,
             gso: true,
@@ -158,6 +165,12 @@ pub struct RelaySettings {
     pub max_frame: u32,
     /// Read buffer per local connection, 4 KiB ..= 16 MiB.
     pub buffer_size: usize,
+    /// A link whose local socket has taken no byte for this long while bytes wait for it is
+    /// reset with `Stalled` (0x07).
+    pub stall_timeout: Duration,
+    /// Connection credit that stalled links together may hold, counted at
+    /// `quic.max_stream_window` each; past it the longest-stalled links are reset.
+    pub stall_budget: u64,
 }
 
 impl Default for RelaySettings {
@@ -165,6 +178,8 @@ impl Default for RelaySettings {
         RelaySettings {
             max_frame: 16 << 20,
             buffer_size: 64 << 10,
+            stall_timeout: Duration::from_secs(30),
+            stall_budget: 64 << 20,
         }
     }
 }
@@ -307,6 +322,8 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
     if let Some(s) = file.relay.buffer_size {
         relay.buffer_size = usize::try_from(s.0).unwrap_or(usize::MAX);
     }
+    relay.stall_timeout = dur(file.relay.stall_timeout, relay.stall_timeout);
+    relay.stall_budget = size(file.relay.stall_budget, relay.stall_budget);
 
     let peers = file
         .peers
@@ -357,6 +374,7 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
             Some(d) if d.0.is_zero() => None,
             Some(d) => Some(d.0),
         },
+        drain_timeout: dur(file.drain_timeout, DEFAULT_DRAIN_TIMEOUT),
         quic,
         relay,
         peers,

@@ -72,9 +72,12 @@ impl NodeConfig {
         )?;
         writeln!(
             s,
-            "relay: max frame {}, buffer {}",
+            "relay: max frame {}, buffer {}, stall timeout {}, stall budget {}, drain {}",
             ByteSize(self.relay.max_frame.into()),
             ByteSize(self.relay.buffer_size as u64),
+            format_duration(self.relay.stall_timeout),
+            ByteSize(self.relay.stall_budget),
+            format_duration(self.drain_timeout),
         )?;
         let stats = match self.stats_interval {
             Some(d) => format!("every {}", format_duration(d)),

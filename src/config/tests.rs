@@ -4,6 +4,7 @@ const EXAMPLE: &str = r#"
 node = "a"
 log_level = "info"
 stats_interval = "30s"
+drain_timeout = "10s"
 
 [quic]
 listen = "127.0.0.1:4433"
@@ -17,9 +18,9 @@ redial_min = "200ms"
 redial_max = "10s"
 max_udp_payload = 1452
 initial_stream_window = "1MiB"
-max_stream_window = "16MiB"
-initial_connection_window = "16MiB"
-max_connection_window = "64MiB"
+max_stream_window = "1MiB"
+initial_connection_window = "128MiB"
+max_connection_window = "128MiB"
 max_streams = 100000
 congestion_control = "cubic"
 gso = true
@@ -28,6 +29,8 @@ gro = true
 [relay]
 max_frame = "16MiB"
 buffer_size = "64KiB"
+stall_timeout = "30s"
+stall_budget = "64MiB"
 
 [[peers]]
 name = "b"
@@ -97,6 +100,7 @@ fn expected_example() -> NodeConfig {
         node: "a".into(),
         log_level: "info".into(),
         stats_interval: Some(Duration::from_secs(30)),
+        drain_timeout: Duration::from_secs(10),
         quic: QuicSettings::new(
             "127.0.0.1:4433".parse().unwrap(),
             "/etc/rlinkd/a.pem".into(),
@@ -148,14 +152,17 @@ fn every_default_value() {
     assert_eq!(q.redial_max, Duration::from_secs(10));
     assert_eq!(q.max_udp_payload, 1452);
     assert_eq!(q.initial_stream_window, 1 << 20);
-    assert_eq!(q.max_stream_window, 16 << 20);
-    assert_eq!(q.initial_connection_window, 16 << 20);
-    assert_eq!(q.max_connection_window, 64 << 20);
+    assert_eq!(q.max_stream_window, 1 << 20);
+    assert_eq!(q.initial_connection_window, 128 << 20);
+    assert_eq!(q.max_connection_window, 128 << 20);
     assert_eq!(q.max_streams, 100_000);
     assert_eq!(q.congestion_control, CongestionControl::Cubic);
     assert!(q.gso && q.gro);
     assert_eq!(c.relay.max_frame, 16 << 20);
     assert_eq!(c.relay.buffer_size, 64 << 10);
+    assert_eq!(c.relay.stall_timeout, Duration::from_secs(30));
+    assert_eq!(c.relay.stall_budget, 64 << 20);
+    assert_eq!(c.drain_timeout, Duration::from_secs(10));
     assert_eq!(c.peers[0].connect, None);
     assert!(c.links.is_empty() && c.routes.is_empty());
 }
@@ -422,12 +429,12 @@ fn size_rules() {
         "initial_stream_window",
     );
     assert_invalid(
-        quic_with("initial_connection_window = \"128MiB\""),
+        quic_with("initial_connection_window = \"256MiB\""),
         "quic.max_connection_window",
         "initial_connection_window",
     );
     assert_invalid(
-        quic_with("max_stream_window = \"128MiB\""),
+        quic_with("max_stream_window = \"256MiB\""),
         "quic.max_connection_window",
         "max_stream_window",
     );
@@ -558,9 +565,9 @@ fn summary_shows_what_check_promises() {
         "unix:/run/rlinkd/b.sock -> b/router",
         "router -> tcp:127.0.0.1:19090",
         "idle 10s, keepalive 3s, connect 5s, redial 200ms .. 10s",
-        "stream 1 MiB .. 16 MiB, connection 16 MiB .. 64 MiB, max streams 100000",
+        "stream 1 MiB .. 1 MiB, connection 128 MiB .. 128 MiB, max streams 100000",
         "max payload 1452 B, gso on, gro on, congestion control cubic",
-        "max frame 16 MiB, buffer 64 KiB",
+        "max frame 16 MiB, buffer 64 KiB, stall timeout 30s, stall budget 64 MiB, drain 10s",
         "log: info, stats every 30s",
     ] {
         assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");

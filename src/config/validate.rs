@@ -223,6 +223,41 @@ impl NodeConfig {
                 ),
             ));
         }
+        let day = std::time::Duration::from_secs(86_400);
+        if !(std::time::Duration::from_millis(100)..=day).contains(&r.stall_timeout) {
+            return Err(ConfigError::invalid(
+                "relay.stall_timeout",
+                format!(
+                    "{} is outside 100ms ..= 1 day",
+                    format_duration(r.stall_timeout)
+                ),
+            ));
+        }
+        if self.drain_timeout > std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "drain_timeout",
+                format!(
+                    "{} is above 1 hour",
+                    format_duration(self.drain_timeout)
+                ),
+            ));
+        }
+        // Stalled links must never hold so much of a connection's credit that the others stop:
+        // leave at least 8 stream windows free for them.
+        let q = &self.quic;
+        let free = q.initial_connection_window.saturating_sub(r.stall_budget);
+        if r.stall_budget < q.max_stream_window || free < 8 * q.max_stream_window {
+            return Err(ConfigError::invalid(
+                "relay.stall_budget",
+                format!(
+                    "{} must be at least quic.max_stream_window ({}) and leave 8 stream windows of \
+                     quic.initial_connection_window ({}) free",
+                    ByteSize(r.stall_budget),
+                    ByteSize(q.max_stream_window),
+                    ByteSize(q.initial_connection_window)
+                ),
+            ));
+        }
         Ok(())
     }
 }

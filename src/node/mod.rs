@@ -6,6 +6,7 @@
 //! deadlines; flush the driver's datagrams in GSO batches.
 
 mod peers;
+mod stall;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -32,6 +33,7 @@ use crate::relay::link::{Link, LinkEnd, Role, StreamRef};
 
 pub use peers::Backoff;
 use peers::Peer;
+use stall::{StallTracker, StallVerdict};
 use stats::NodeStats;
 
 const UDP: Token = Token(0);
@@ -42,6 +44,35 @@ const LINK_BASE: usize = 1 << 24;
 const RECV_BURST: usize = 64;
 /// How long a stopping node waits for its CONNECTION_CLOSE frames to leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// A listener that ran out of descriptors (or memory) tries again after this.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// Conditions that could repeat on every loop turn are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+/// First wait before a Unix route connect refused with EAGAIN (full backlog) is tried again;
+/// it doubles up to [`ROUTE_RETRY_MAX`], until `connect_timeout`.
+const ROUTE_RETRY_MIN: Duration = Duration::from_millis(5);
+const ROUTE_RETRY_MAX: Duration = Duration::from_millis(200);
+
+/// A stopping node's phase.
+#[derive(Clone, Copy, Debug)]
+enum Stopping {
+    /// Listeners closed; links deliver what was accepted. Links left at `deadline` are reset.
+    Draining { deadline: Instant },
+    /// Connections closed; the loop ends when their CONNECTION_CLOSE has left or at `deadline`.
+    Closing { deadline: Instant },
+}
+
+/// A stream whose route target (a Unix socket) refused the connect with EAGAIN because its
+/// accept backlog was full: tried again until `connect_timeout`. The stream's bytes wait in
+/// quiche meanwhile.
+struct PendingRoute {
+    peer: String,
+    route: String,
+    target: LocalAddr,
+    deadline: Instant,
+    retry_at: Instant,
+    delay: Duration,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -77,7 +108,16 @@ pub struct Node {
     udp_readable: bool,
     stats: NodeStats,
     next_stats: Option<Instant>,
-    stopping: Option<Instant>,
+    stopping: Option<Stopping>,
+    stalls: StallTracker,
+    next_stall_check: Option<Instant>,
+    pending_routes: HashMap<(ConnId, u64), PendingRoute>,
+    /// A listener hit a descriptor or memory limit: accept again then.
+    accept_retry_at: Option<Instant>,
+    last_accept_warning: Option<Instant>,
+    /// Streams of links that ended cleanly whose last bytes may not be acknowledged yet; a
+    /// draining node waits for them before it closes the connection.
+    finished_streams: Vec<(ConnId, u64)>,
 }
 
 impl Node {
@@ -93,7 +133,8 @@ impl Node {
         poll.registry()
             .register(udp.source(), UDP, Interest::READABLE | Interest::WRITABLE)
             .map_err(NodeError::Poll)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(NodeError::Poll)?;
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(NodeError::Poll)?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(NodeError::Poll)?;
@@ -140,8 +181,19 @@ impl Node {
             .collect();
         let caps = udp.capabilities();
         tracing::info!(node = %cfg.node, quic = %udp.local_addr(), gso = caps.gso, gro = caps.gro, "node listening");
+        let stalls = StallTracker::new(
+            cfg.relay.stall_timeout,
+            cfg.relay.stall_budget,
+            cfg.quic.max_stream_window,
+        );
         Ok(Node {
             next_stats: cfg.stats_interval.map(|d| Instant::now() + d),
+            stalls,
+            next_stall_check: None,
+            pending_routes: HashMap::new(),
+            accept_retry_at: None,
+            last_accept_warning: None,
+            finished_streams: Vec::new(),
             cfg,
             poll,
             signals,
@@ -228,12 +280,10 @@ impl Node {
                     self.next_stats = self.cfg.stats_interval.map(|d| now + d);
                 }
             }
-            if let Some(deadline) = self.stopping {
-                if self.driver.conn_ids().is_empty() || now >= deadline {
-                    self.log_stats();
-                    tracing::info!(node = %self.cfg.node, "stopped");
-                    return Ok(());
-                }
+            if self.stopping.is_some() && self.advance_stop(now) {
+                self.log_stats();
+                tracing::info!(node = %self.cfg.node, "stopped");
+                return Ok(());
             }
         }
     }
@@ -253,7 +303,12 @@ impl Node {
             self.deadlines.front().map(|(t, _)| *t),
             self.peers.iter().filter_map(|p| p.redial_at).min(),
             self.next_stats,
-            self.stopping,
+            self.stopping.map(|s| match s {
+                Stopping::Draining { deadline } | Stopping::Closing { deadline } => deadline,
+            }),
+            self.next_stall_check,
+            self.accept_retry_at,
+            self.pending_routes.values().map(|p| p.retry_at).min(),
             self.tx_pending
                 .map(|_| Instant::now() + Duration::from_millis(1)),
         ]
@@ -308,29 +363,129 @@ impl Node {
     }
 
     fn on_signal(&mut self) {
-        for sig in self.signals.pending() {
-            tracing::info!(signal = sig, "stopping");
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGHUP => tracing::warn!(
+                    signal = "SIGHUP",
+                    "reload is not supported yet: the configuration in force is unchanged"
+                ),
+                SIGUSR1 => self.log_stats(),
+                _ => self.on_stop_signal(Instant::now()),
+            }
         }
-        if self.stopping.is_some() {
-            return;
+    }
+
+    /// SIGTERM or SIGINT. The first one drains: no new links, every link delivers what this node
+    /// has read from either side, ends cleanly, and the node stops within `drain_timeout`. A
+    /// second one stops at once.
+    fn on_stop_signal(&mut self, now: Instant) {
+        match self.stopping {
+            None => {
+                let deadline = now + self.cfg.drain_timeout;
+                tracing::info!(
+                    node = %self.cfg.node,
+                    links = self.links.len(),
+                    "draining: no new links; open links deliver what was accepted (at most {:?}, a second signal stops at once)",
+                    self.cfg.drain_timeout
+                );
+                self.stopping = Some(Stopping::Draining { deadline });
+                self.begin_drain();
+            }
+            Some(Stopping::Draining { .. }) => {
+                tracing::info!(node = %self.cfg.node, "second signal: stopping now");
+                self.close_all(now, "node stopping (second signal)");
+            }
+            Some(Stopping::Closing { .. }) => {}
         }
-        self.stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+    }
+
+    fn begin_drain(&mut self) {
         for (mut l, i) in self.listeners.drain(..) {
             self.poll.registry().deregister(&mut l).ok();
             if let LocalAddr::Unix(path) = &self.cfg.links[i].listen {
                 std::fs::remove_file(path).ok();
             }
         }
+        for p in &mut self.peers {
+            p.redial_at = None;
+        }
+        for ((cid, sid), p) in std::mem::take(&mut self.pending_routes) {
+            tracing::info!(peer = %p.peer, route = %p.route, "link refused: node stopping");
+            if let Some(c) = self.driver.conn_mut(cid) {
+                reset_stream(c, sid, StreamCode::Shutdown);
+            }
+        }
         let keys: Vec<usize> = self.links.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.fail_link(key, StreamCode::Shutdown, "node stopping");
+            let Some(link) = self.links.get_mut(key) else {
+                continue;
+            };
+            if link.stream.is_none() {
+                // Nothing crossed yet: the router redials (another node, or this one restarted).
+                self.fail_link(key, StreamCode::Shutdown, "node stopping before the link opened");
+            } else {
+                link.draining = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Moves a stopping node on; true when the loop may end.
+    fn advance_stop(&mut self, now: Instant) -> bool {
+        match self.stopping {
+            None => false,
+            Some(Stopping::Draining { deadline }) => {
+                self.prune_finished_streams();
+                if self.links.is_empty() && self.finished_streams.is_empty() {
+                    tracing::info!(node = %self.cfg.node, "drained: every link delivered what was accepted");
+                    self.close_all(now, "node stopping");
+                } else if now >= deadline {
+                    tracing::warn!(
+                        node = %self.cfg.node,
+                        links = self.links.len(),
+                        "drain_timeout reached: resetting the links left"
+                    );
+                    self.close_all(now, "node stopping: drain_timeout reached");
+                }
+                false
+            }
+            Some(Stopping::Closing { deadline }) => {
+                self.driver.conn_ids().is_empty() || now >= deadline
+            }
+        }
+    }
+
+    /// Resets every link, closes every connection, and gives the closes `SHUTDOWN_GRACE` to leave.
+    fn close_all(&mut self, now: Instant, why: &str) {
+        let keys: Vec<usize> = self.links.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.fail_link(key, StreamCode::Shutdown, why);
         }
         for cid in self.driver.conn_ids() {
             self.driver.close(cid, ConnCode::Shutdown, "node stopping");
         }
-        for p in &mut self.peers {
-            p.redial_at = None;
+        if self.stopping.is_none() {
+            // Stopped without a drain (not reachable from signals today, but keep the listeners'
+            // clean-up in one place).
+            self.begin_drain();
         }
+        self.stopping = Some(Stopping::Closing {
+            deadline: now + SHUTDOWN_GRACE,
+        });
+    }
+
+    /// Forgets finished streams whose last bytes the peer has acknowledged: quiche collects a
+    /// stream once both halves are complete, and then no longer knows its ID.
+    fn prune_finished_streams(&mut self) {
+        let driver = &mut self.driver;
+        self.finished_streams.retain(|(cid, sid)| {
+            // Ok: the stream still exists. An error means collected (InvalidStreamState) or
+            // stopped by the peer: nothing left to deliver either way.
+            driver
+                .conn_mut(*cid)
+                .is_some_and(|c| !c.quic.is_closed() && c.quic.stream_capacity(*sid).is_ok())
+        });
     }
 
     fn accept_local(&mut self, listener: usize) {
@@ -344,9 +499,24 @@ impl Node {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, endpoint = %self.cfg.links[link_idx].listen, "accept failed");
+                Err(e) if is_resource_limit(&e) => {
+                    // Out of descriptors or memory. Readiness is edge-triggered: the clients
+                    // queued now bring no new event, so try again on a timer.
+                    self.stats.accept_limited += 1;
+                    self.accept_retry_at = Some(now + ACCEPT_RETRY);
+                    if self
+                        .last_accept_warning
+                        .is_none_or(|t| now.duration_since(t) >= WARN_EVERY)
+                    {
+                        self.last_accept_warning = Some(now);
+                        tracing::warn!(error = %e, endpoint = %self.cfg.links[link_idx].listen, links = self.links.len(), times = self.stats.accept_limited, "cannot accept: retrying every {ACCEPT_RETRY:?} (raise the open-files limit?)");
+                    }
                     return;
+                }
+                Err(e) => {
+                    // One client's failure (it reset before accept, say): the queue goes on.
+                    tracing::debug!(error = %e, endpoint = %self.cfg.links[link_idx].listen, "accept failed");
+                    continue;
                 }
             };
             let cfg = &self.cfg.links[link_idx];
@@ -398,10 +568,8 @@ impl Node {
         }
         if link.connecting && writable {
             match link.sock.finish_connect() {
-                Ok(true) => {
-                    link.connecting = false;
-                    link.deadline = None;
-                }
+                // The deadline stays until the router's handshake reply has crossed.
+                Ok(true) => link.connecting = false,
                 Ok(false) => return,
                 Err(e) => {
                     let why = format!("route {} target unreachable: {e}", link.role.route());
@@ -570,6 +738,8 @@ impl Node {
             for sid in readable {
                 match self.by_stream.get(&(cid, sid)) {
                     Some(&key) => self.dirty.push(key),
+                    // Its route target is being connected: the bytes wait in quiche.
+                    None if self.pending_routes.contains_key(&(cid, sid)) => {}
                     None => self.on_stream_start(cid, sid, now),
                 }
             }
@@ -628,32 +798,66 @@ impl Node {
             reset_stream(c, sid, StreamCode::UnknownRoute);
             return;
         };
-        let sock = match LocalStream::connect(&target) {
+        if self.stopping.is_some() {
+            tracing::info!(peer = %peer, route = %route, "refused stream: node stopping");
+            reset_stream(c, sid, StreamCode::Shutdown);
+            return;
+        }
+        let pending = PendingRoute {
+            peer,
+            route,
+            target,
+            deadline: now + self.cfg.quic.connect_timeout,
+            retry_at: now,
+            delay: ROUTE_RETRY_MIN,
+        };
+        self.connect_route(cid, sid, pending, now);
+    }
+
+    /// Connects a stream's route target and makes the link. A Unix target whose accept backlog
+    /// is full refuses with EAGAIN: that is "not yet", tried again until `connect_timeout`.
+    fn connect_route(&mut self, cid: ConnId, sid: u64, mut p: PendingRoute, now: Instant) {
+        let sock = match LocalStream::connect(&p.target) {
             Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && now < p.deadline => {
+                p.retry_at = now + p.delay;
+                p.delay = (p.delay * 2).min(ROUTE_RETRY_MAX);
+                self.stats.route_retries += 1;
+                self.pending_routes.insert((cid, sid), p);
+                return;
+            }
             Err(e) => {
-                tracing::warn!(peer = %peer, route = %route, target = %target, "route target unreachable: {e}");
-                reset_stream(c, sid, StreamCode::RouteUnreachable);
+                let why = if e.kind() == io::ErrorKind::WouldBlock {
+                    format!("its accept queue stayed full for {:?}", self.cfg.quic.connect_timeout)
+                } else {
+                    e.to_string()
+                };
+                tracing::warn!(peer = %p.peer, route = %p.route, target = %p.target, "route target unreachable: {why}");
+                if let Some(c) = self.driver.conn_mut(cid) {
+                    reset_stream(c, sid, StreamCode::RouteUnreachable);
+                }
+                self.driver.note_data_queued(cid);
                 self.stats.route_failures += 1;
                 return;
             }
         };
+        let connecting = matches!(p.target, LocalAddr::Tcp(_));
         let mut link = Link::new(
-            Role::Acceptor { peer, route },
+            Role::Acceptor {
+                peer: p.peer,
+                route: p.route,
+            },
             sock,
             self.cfg.relay.buffer_size,
             self.cfg.relay.max_frame,
             now,
         );
         link.stream = Some((cid, sid));
-        link.connecting = matches!(target, LocalAddr::Tcp(_));
+        link.connecting = connecting;
         match self.insert_link(link, now) {
             Some(key) => {
-                if let Some(l) = self.links.get_mut(key) {
-                    if !l.connecting {
-                        // A Unix connect completes at once: nothing left to wait for.
-                        l.deadline = None;
-                    }
-                }
+                // The link's deadline (from insert_link) covers the TCP connect and the router's
+                // handshake reply: a target that accepts and never answers is closed.
                 self.by_stream.insert((cid, sid), key);
                 self.stats.links_opened += 1;
                 self.dirty.push(key);
@@ -662,7 +866,30 @@ impl Node {
                 if let Some(c) = self.driver.conn_mut(cid) {
                     reset_stream(c, sid, StreamCode::RouteUnreachable);
                 }
+                self.driver.note_data_queued(cid);
             }
+        }
+    }
+
+    /// Route connects whose retry time has come.
+    fn retry_routes(&mut self, now: Instant) {
+        if self.pending_routes.is_empty() {
+            return;
+        }
+        let due: Vec<(ConnId, u64)> = self
+            .pending_routes
+            .iter()
+            .filter(|(_, p)| p.retry_at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for (cid, sid) in due {
+            let Some(p) = self.pending_routes.remove(&(cid, sid)) else {
+                continue;
+            };
+            if self.driver.conn(cid).is_none() {
+                continue;
+            }
+            self.connect_route(cid, sid, p, now);
         }
     }
 
@@ -688,12 +915,21 @@ impl Node {
             })
         });
         let had_stream = link.stream.is_some();
-        let result = link.pump(stream);
+        let result = link.pump(stream, now);
         if std::mem::take(&mut link.wrote_stream) {
             if let Some((cid, _)) = link.stream {
                 self.driver.note_data_queued(cid);
             }
         }
+        if link.router_replied() {
+            // Open end to end: nothing left to time out.
+            link.deadline = None;
+        }
+        let stalled = link.stalled_since();
+        if stalled.is_some() && self.next_stall_check.is_none() {
+            self.next_stall_check = Some(now + stall::CHECK_EVERY);
+        }
+        self.stalls.update(key, stalled);
         match result {
             Ok(true) => self.finish_link(key),
             Ok(false) => {
@@ -757,7 +993,7 @@ impl Node {
         };
         link.from_local.set_prefix(pre);
         link.stream = Some((cid, sid));
-        link.deadline = None;
+        // The deadline stays until the router's handshake reply comes back.
         self.by_stream.insert((cid, sid), key);
         self.dirty.push(key);
         true
@@ -784,16 +1020,22 @@ impl Node {
             if link.deadline != Some(t) {
                 continue;
             }
+            let timeout = self.cfg.quic.connect_timeout;
             let why = match (&link.role, link.stream, link.client_ready()) {
-                (Role::Dialer { peer, .. }, None, true) => format!(
-                    "peer {peer} not reachable within {:?}",
-                    self.cfg.quic.connect_timeout
+                (Role::Dialer { peer, .. }, None, true) => {
+                    format!("peer {peer} not reachable within {timeout:?}")
+                }
+                (Role::Dialer { .. }, None, false) => {
+                    format!("no RawSocket handshake from the client within {timeout:?}")
+                }
+                (Role::Dialer { peer, route }, Some(_), _) => format!(
+                    "no handshake reply from route {route} on peer {peer} within {timeout:?}"
                 ),
-                (Role::Dialer { .. }, _, _) => {
-                    "no RawSocket handshake from the client in time".to_string()
+                (Role::Acceptor { route, .. }, _, _) if link.connecting => {
+                    format!("route {route} target did not accept within {timeout:?}")
                 }
                 (Role::Acceptor { route, .. }, _, _) => {
-                    format!("route {route} target did not accept in time")
+                    format!("route {route} target did not answer the handshake within {timeout:?}")
                 }
             };
             let code = if matches!(link.role, Role::Acceptor { .. }) {
@@ -802,6 +1044,16 @@ impl Node {
                 StreamCode::LocalAbort
             };
             self.fail_link(key, code, &why);
+        }
+        self.retry_routes(now);
+        if self.accept_retry_at.is_some_and(|t| t <= now) {
+            self.accept_retry_at = None;
+            for i in 0..self.listeners.len() {
+                self.accept_local(i);
+            }
+        }
+        if self.next_stall_check.is_some_and(|t| t <= now) {
+            self.reset_stalled(now);
         }
         for i in 0..self.peers.len() {
             if self.peers[i].redial_at.is_some_and(|t| t <= now) && self.stopping.is_none() {
@@ -813,10 +1065,42 @@ impl Node {
         }
     }
 
+    /// Resets the links the stall rules say are due (see `stall.rs`).
+    fn reset_stalled(&mut self, now: Instant) {
+        self.next_stall_check = None;
+        for (key, verdict) in self.stalls.due(now) {
+            let Some(link) = self.links.get(key) else {
+                self.stalls.remove(key);
+                continue;
+            };
+            let since = link
+                .stalled_since()
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let why = match verdict {
+                StallVerdict::Timeout => format!(
+                    "stalled: the local socket took no byte for {since:.1?} (relay.stall_timeout)"
+                ),
+                StallVerdict::OverBudget => format!(
+                    "stalled for {since:.1?} while {} links are stalled, more than relay.stall_budget allows",
+                    self.stalls.len()
+                ),
+            };
+            self.stats.links_stalled += 1;
+            self.fail_link(key, StreamCode::Stalled, &why);
+        }
+        if !self.stalls.is_empty() {
+            self.next_stall_check = Some(now + stall::CHECK_EVERY);
+        }
+        if self.finished_streams.len() > 1024 {
+            self.prune_finished_streams();
+        }
+    }
+
     // ---- link endings ----
 
     fn remove_link(&mut self, key: usize) -> Option<Link> {
         let mut link = self.links.try_remove(key)?;
+        self.stalls.remove(key);
         self.poll.registry().deregister(&mut link.sock).ok();
         if let Some(s) = link.stream {
             self.by_stream.remove(&s);
@@ -830,7 +1114,13 @@ impl Node {
     fn finish_link(&mut self, key: usize) {
         if let Some(link) = self.remove_link(key) {
             self.stats.links_closed += 1;
-            log_link_end(&link, "closed by both ends", false);
+            if let Some(s) = link.stream {
+                self.finished_streams.push(s);
+            }
+            match link.peer_ending() {
+                Some(why) => log_link_end(&link, &why, false),
+                None => log_link_end(&link, "closed by both ends", false),
+            }
         }
     }
 
@@ -924,6 +1214,14 @@ pub fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// Accept errors that say "not now" rather than "this client failed".
+fn is_resource_limit(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 fn reset_stream(c: &mut crate::quic::driver::Conn, sid: u64, code: StreamCode) {

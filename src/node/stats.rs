@@ -12,6 +12,12 @@ pub struct NodeStats {
     pub links_closed: u64,
     pub links_failed: u64,
     pub route_failures: u64,
+    /// Unix route connects refused with EAGAIN (full backlog) and tried again.
+    pub route_retries: u64,
+    /// Accepts that hit the open-files (or memory) limit.
+    pub accept_limited: u64,
+    /// Links reset because their local socket stalled.
+    pub links_stalled: u64,
 }
 
 pub(super) fn log(node: &Node) {
@@ -26,12 +32,16 @@ pub(super) fn log(node: &Node) {
         }
     };
     tracing::info!(
-        "stats: peers {up}/{} up, links {} open ({} opened, {} closed, {} failed), udp tx {} datagrams in {} sends ({:.1}/send), rx {} datagrams in {} receives ({:.1}/receive), dropped datagrams: {} unparsable, {} unknown connection",
+        "stats: peers {up}/{} up, links {} open ({} opened, {} closed, {} failed, {} stalled now, {} reset stalled), route retries {}, accepts limited {}, udp tx {} datagrams in {} sends ({:.1}/send), rx {} datagrams in {} receives ({:.1}/receive), dropped datagrams: {} unparsable, {} unknown connection",
         node.peers.len(),
         node.links.len(),
         node.stats.links_opened,
         node.stats.links_closed,
         node.stats.links_failed,
+        node.stalls.len(),
+        node.stats.links_stalled,
+        node.stats.route_retries,
+        node.stats.accept_limited,
         io.datagrams_sent,
         io.send_calls,
         per(io.datagrams_sent, io.send_calls),

@@ -20,6 +20,10 @@ pub enum StreamCode {
     LocalAbort = 0x05,
     /// The sending node is shutting down.
     Shutdown = 0x06,
+    /// The local socket on the sending node took no byte for `relay.stall_timeout` while bytes
+    /// waited for it (or stalled links exceeded `relay.stall_budget`): the link was reset so it
+    /// cannot hold the connection's flow-control credit.
+    Stalled = 0x07,
 }
 
 impl StreamCode {
@@ -31,6 +35,7 @@ impl StreamCode {
             0x04 => StreamCode::RawSocketViolation,
             0x05 => StreamCode::LocalAbort,
             0x06 => StreamCode::Shutdown,
+            0x07 => StreamCode::Stalled,
             _ => return None,
         })
     }
@@ -115,6 +120,7 @@ mod tests {
             StreamCode::RawSocketViolation,
             StreamCode::LocalAbort,
             StreamCode::Shutdown,
+            StreamCode::Stalled,
         ] {
             assert_eq!(StreamCode::from_code(c as u64), Some(c));
         }

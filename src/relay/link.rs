@@ -71,7 +71,19 @@ pub struct Link {
     /// When a link that waits (for its peer, its handshake, its route connect) gives up.
     pub deadline: Option<Instant>,
     pub opened: Instant,
+    /// The stream's send half is over: our FIN is queued, or the peer stopped reading.
     fin_sent: bool,
+    /// The peer sent STOP_SENDING (or the stream was collected before our FIN): its code.
+    stopped_by_peer: Option<u64>,
+    /// The peer reset its send half: its code. Bytes still unread were dropped.
+    reset_by_peer: Option<u64>,
+    /// The node is draining: the local socket is read up to the next frame boundary, then no
+    /// more (a client that already half-closed is read to its end).
+    pub draining: bool,
+    /// Since when bytes for the local socket wait and it takes none (see [`Link::stalled_since`]).
+    sink_blocked_since: Option<Instant>,
+    /// The router's handshake reply has passed: the link is open end to end.
+    router_replied: bool,
     /// The last pump queued stream data or a FIN (the node sends without delaying the ACK).
     pub wrote_stream: bool,
     /// The local socket may have bytes to read. Cleared by a read that returned less than it
@@ -106,16 +118,27 @@ impl Link {
             Role::Dialer { .. } => (Opening::ClientRequest, Opening::RouterReply),
             Role::Acceptor { .. } => (Opening::RouterReply, Opening::ClientRequest),
         };
+        let mut to_local = Pipe::new(buffer, to_local, max_frame);
+        if matches!(role, Role::Acceptor { .. }) {
+            // This node delivers to the router: frames the client pipelined with its handshake
+            // wait for the router's limit.
+            to_local.hold_frames_until_limit();
+        }
         Link {
             role,
             sock,
             stream: None,
             from_local: Pipe::new(buffer, from_local, max_frame),
-            to_local: Pipe::new(buffer, to_local, max_frame),
+            to_local,
             connecting: false,
             deadline: None,
             opened: now,
             fin_sent: false,
+            stopped_by_peer: None,
+            reset_by_peer: None,
+            draining: false,
+            sink_blocked_since: None,
+            router_replied: false,
             wrote_stream: false,
             local_readable: true,
             local_read_closed: false,
@@ -131,6 +154,36 @@ impl Link {
     /// The client's handshake has been checked: a dialer may open its stream.
     pub fn client_ready(&self) -> bool {
         self.client_ready
+    }
+
+    /// The router's handshake reply has crossed: nothing is left to wait for.
+    pub fn router_replied(&self) -> bool {
+        self.router_replied
+    }
+
+    /// Since when bytes wait for the local socket while it accepts none: a router (or client)
+    /// that does not read. `None` while it keeps up or nothing waits.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        self.sink_blocked_since
+    }
+
+    /// Why the link ended, when the peer ended a half of it (for the log line).
+    pub fn peer_ending(&self) -> Option<String> {
+        use crate::quic::codes::StreamCode;
+        match (self.stopped_by_peer, self.reset_by_peer) {
+            (None, None) => None,
+            (Some(STREAM_COLLECTED), None) => Some("stream closed by peer".to_string()),
+            (Some(s), None) => Some(format!("peer stopped reading: {}", StreamCode::describe(s))),
+            (None, Some(r)) => Some(format!("stream reset by peer: {}", StreamCode::describe(r))),
+            (Some(s), Some(r)) if s == r => {
+                Some(format!("stream reset by peer: {}", StreamCode::describe(r)))
+            }
+            (Some(s), Some(r)) => Some(format!(
+                "stream reset by peer: {}; peer stopped reading: {}",
+                StreamCode::describe(r),
+                StreamCode::describe(s)
+            )),
+        }
     }
 
     pub fn realm(&self) -> Option<&str> {
@@ -180,8 +233,10 @@ impl Link {
             Handshake::Router(RouterReply::Accepted { max_len, .. }) => {
                 let limit = max_len.bytes().min(self.max_frame);
                 self.to_router_mut().set_limit(limit);
+                self.router_replied = true;
             }
-            Handshake::Router(RouterReply::Rejected { .. }) => {}
+            // The router refused: held frames are never released; it closes the connection.
+            Handshake::Router(RouterReply::Rejected { .. }) => self.router_replied = true,
         }
     }
 
@@ -199,14 +254,41 @@ impl Link {
 
     /// Moves bytes both ways until neither side can make progress. `stream` is `None` while the
     /// stream is not open (only the local side is read then). `Ok(true)` when the link is done.
-    pub fn pump(&mut self, mut stream: Option<StreamRef<'_>>) -> Result<bool, LinkEnd> {
+    ///
+    /// Every state of the stream ends the matching half of the link: a FIN from the peer ends
+    /// the local socket's write side once the bytes before it are delivered; a RESET_STREAM
+    /// drops what is unread and ends it at once; a STOP_SENDING (or a stream quiche has already
+    /// collected) ends reading from the local socket. The link is done when both halves are.
+    pub fn pump(&mut self, mut stream: Option<StreamRef<'_>>, now: Instant) -> Result<bool, LinkEnd> {
         if self.connecting {
             return Ok(false);
+        }
+        if let Some(s) = stream.as_mut() {
+            // A STOP_SENDING may arrive while this side has nothing to send: look for it now, or
+            // the link would wait on a local socket whose bytes can go nowhere.
+            if !self.fin_sent {
+                match s.quic.stream_capacity(s.id) {
+                    Err(quiche::Error::StreamStopped(code)) => self.end_send_half(Some(code)),
+                    Err(quiche::Error::InvalidStreamState(_)) => self.end_send_half(None),
+                    _ => {}
+                }
+            }
         }
         loop {
             let mut progress = false;
 
             // Local -> stream.
+            if self.draining
+                && !self.local_read_closed
+                && !self.from_local.source_ended()
+                && self.from_local.at_frame_boundary()
+            {
+                // The node is stopping: take nothing more from this socket. Everything read so
+                // far (whole frames) still goes out, then the FIN.
+                self.from_local.end_source();
+                self.sock.shutdown_read().ok();
+                progress = true;
+            }
             if self.local_readable {
                 let (sock, readable) = (&mut self.sock, &mut self.local_readable);
                 let closing = self.local_read_closed;
@@ -235,23 +317,46 @@ impl Link {
                 // No stream yet: a client that leaves before it opens is simply done.
                 return Ok(self.from_local.source_ended());
             };
-            let taken = self.from_local.drain(|b| stream_send(s, b))?;
-            progress |= taken > 0;
-            self.wrote_stream |= taken > 0;
+            if !self.fin_sent {
+                match self.from_local.drain(|b| stream_write(s, b, false)) {
+                    Ok(taken) => {
+                        progress |= taken > 0;
+                        self.wrote_stream |= taken > 0;
+                    }
+                    Err(SendEnd::Stopped(code)) => {
+                        self.end_send_half(code);
+                        progress = true;
+                    }
+                    Err(SendEnd::Error(e)) => return Err(stream_error(e)),
+                }
+            }
             if self.from_local.is_finished() && !self.fin_sent {
-                match s.quic.stream_send(s.id, &[], true) {
+                match stream_write(s, &[], true) {
                     Ok(_) => {
                         self.fin_sent = true;
                         self.wrote_stream = true;
                         progress = true;
                     }
-                    Err(quiche::Error::Done) => {}
-                    Err(e) => return Err(stream_error(e)),
+                    Err(SendEnd::Stopped(code)) => {
+                        self.end_send_half(code);
+                        progress = true;
+                    }
+                    Err(SendEnd::Error(e)) => return Err(stream_error(e)),
                 }
             }
 
             // Stream -> local.
-            progress |= self.to_local.fill(|buf| stream_recv(s, buf))?;
+            match self.to_local.fill(|buf| stream_recv(s, buf)) {
+                Ok(p) => progress |= p,
+                Err(LinkEnd::PeerReset(code)) => {
+                    // The peer abandoned what it was sending: nothing more will come, and a
+                    // partly delivered frame cannot be completed. End the router's read side.
+                    self.reset_by_peer = Some(code);
+                    self.to_local.abort();
+                    progress = true;
+                }
+                Err(e) => return Err(e),
+            }
             match self.to_local.check() {
                 Ok(Some(hs)) => self.on_handshake(hs),
                 Ok(None) => {}
@@ -263,6 +368,11 @@ impl Link {
                 .drain(|b| write_local(sock, b))
                 .map_err(LinkEnd::Local)?;
             progress |= written > 0;
+            if written > 0 || !self.to_local.has_pending() {
+                self.sink_blocked_since = None;
+            } else if self.sink_blocked_since.is_none() {
+                self.sink_blocked_since = Some(now);
+            }
             if self.to_local.is_finished() && !self.local_write_closed {
                 self.local_write_closed = true;
                 // The peer side finished: pass the half-close on. A socket already gone is fine.
@@ -278,7 +388,19 @@ impl Link {
             }
         }
     }
+
+    /// The peer will not read what this side sends (STOP_SENDING with `code`, or `None`: the
+    /// stream is already collected). Stop reading the local socket; the other half goes on.
+    fn end_send_half(&mut self, code: Option<u64>) {
+        self.fin_sent = true;
+        self.stopped_by_peer = Some(code.unwrap_or(STREAM_COLLECTED));
+        self.from_local.abort();
+        self.sock.shutdown_read().ok();
+    }
 }
+
+/// Stand-in code for a stream quiche collected before this side learnt how it ended.
+const STREAM_COLLECTED: u64 = u64::MAX;
 
 /// What a quiche stream error means for the link.
 fn stream_error(e: quiche::Error) -> LinkEnd {
@@ -289,11 +411,26 @@ fn stream_error(e: quiche::Error) -> LinkEnd {
     }
 }
 
-fn stream_send(s: &mut StreamRef<'_>, bytes: &[u8]) -> Result<usize, LinkEnd> {
-    match s.quic.stream_send(s.id, bytes, false) {
+/// Why the send half cannot take bytes.
+enum SendEnd {
+    /// The peer stopped reading (its code), or the stream is gone (`None`).
+    Stopped(Option<u64>),
+    Error(quiche::Error),
+}
+
+/// Queues bytes (or the FIN) on the stream; `Ok(0)` when flow control allows nothing now.
+fn stream_write(s: &mut StreamRef<'_>, bytes: &[u8], fin: bool) -> Result<usize, SendEnd> {
+    match s.quic.stream_send(s.id, bytes, fin) {
         Ok(n) => Ok(n),
-        Err(quiche::Error::Done) => Ok(0),
-        Err(e) => Err(stream_error(e)),
+        // `Done` means "no capacity now" on a live stream, but also "no such stream" on one
+        // quiche has collected (both halves ended by the peer): tell them apart.
+        Err(quiche::Error::Done) => match s.quic.stream_capacity(s.id) {
+            Err(quiche::Error::StreamStopped(code)) => Err(SendEnd::Stopped(Some(code))),
+            Err(quiche::Error::InvalidStreamState(_)) => Err(SendEnd::Stopped(None)),
+            _ => Ok(0),
+        },
+        Err(quiche::Error::StreamStopped(code)) => Err(SendEnd::Stopped(Some(code))),
+        Err(e) => Err(SendEnd::Error(e)),
     }
 }
 

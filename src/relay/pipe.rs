@@ -68,6 +68,9 @@ pub struct Pipe {
     scanner: FrameScanner,
     source_ended: bool,
     bytes_in: u64,
+    /// Frames after the handshake octets wait, unchecked, until [`Pipe::set_limit`] gives the
+    /// receiver's limit (see [`Pipe::hold_frames_until_limit`]).
+    hold: bool,
 }
 
 impl Pipe {
@@ -84,7 +87,45 @@ impl Pipe {
             scanner: FrameScanner::new(limit, LengthReading::Crossbar),
             source_ended: false,
             bytes_in: 0,
+            hold: false,
         }
+    }
+
+    /// Frames after the handshake octets are neither checked nor passed on until the receiver's
+    /// limit is known ([`Pipe::set_limit`]). The node that delivers to a router holds the frames a
+    /// client pipelined with its handshake until the router's reply says how large a frame it
+    /// accepts: a frame over that limit must never reach it.
+    pub fn hold_frames_until_limit(&mut self) {
+        self.hold = true;
+    }
+
+    /// Drops every byte not yet given to the sink and reads the source no more (the source was
+    /// aborted: a stream reset by the peer).
+    pub fn abort(&mut self) {
+        self.start = 0;
+        self.ready = 0;
+        self.end = 0;
+        self.prefix_sent = self.prefix.len();
+        self.source_ended = true;
+    }
+
+    /// Reads the source no more: what it gave so far still goes to the sink.
+    pub fn end_source(&mut self) {
+        self.source_ended = true;
+    }
+
+    /// Every byte in the buffer is checked and ends a whole frame (or the handshake): stopping
+    /// here cuts no frame in two.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.opening.is_none()
+            && !self.hold
+            && self.ready == self.end
+            && self.scanner.at_frame_boundary()
+    }
+
+    /// Checked bytes wait for the sink.
+    pub fn has_pending(&self) -> bool {
+        self.start < self.ready || self.prefix_sent < self.prefix.len()
     }
 
     /// Bytes to go out before the relayed ones (used once, for the stream preamble).
@@ -96,6 +137,7 @@ impl Pipe {
     /// Largest frame the receiver of this direction accepts.
     pub fn set_limit(&mut self, limit: u32) {
         self.scanner.set_limit(limit);
+        self.hold = false;
     }
 
     pub fn scanner(&self) -> &FrameScanner {
@@ -186,6 +228,9 @@ impl Pipe {
             });
             self.ready += HANDSHAKE_LEN;
             self.opening = None;
+        }
+        if self.hold {
+            return Ok(handshake);
         }
         while self.ready < self.end {
             match self.scanner.scan(&self.buf[self.ready..self.end])? {

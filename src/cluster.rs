@@ -27,6 +27,10 @@ pub struct NodePlan {
     pub quic_extra: Vec<String>,
     /// Extra top-level `key = value` lines.
     pub top_extra: Vec<String>,
+    /// Extra `key = value` lines for the `[relay]` table.
+    pub relay_extra: Vec<String>,
+    /// Start the process with this open-files limit (soft and hard), through `prlimit`.
+    pub fd_limit: Option<u64>,
 }
 
 impl NodePlan {
@@ -39,6 +43,8 @@ impl NodePlan {
             routes: Vec::new(),
             quic_extra: Vec::new(),
             top_extra: Vec::new(),
+            relay_extra: Vec::new(),
+            fd_limit: None,
         }
     }
 
@@ -59,6 +65,12 @@ impl NodePlan {
         }
         for l in &self.quic_extra {
             let _ = writeln!(t, "{l}");
+        }
+        if !self.relay_extra.is_empty() {
+            let _ = writeln!(t, "\n[relay]");
+            for l in &self.relay_extra {
+                let _ = writeln!(t, "{l}");
+            }
         }
         for (name, port) in &self.peers {
             let _ = writeln!(t, "\n[[peers]]\nname = {name:?}");
@@ -102,6 +114,7 @@ pub struct NodeProcess {
     pub config: PathBuf,
     pub log: PathBuf,
     exe: PathBuf,
+    fd_limit: Option<u64>,
     child: Option<Child>,
 }
 
@@ -118,6 +131,7 @@ impl NodeProcess {
             log,
             config,
             exe: exe.to_path_buf(),
+            fd_limit: plan.fd_limit,
             child: None,
         };
         node.spawn()?;
@@ -129,7 +143,15 @@ impl NodeProcess {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(&self.exe)
+        let mut cmd = match self.fd_limit {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -145,9 +167,44 @@ impl NodeProcess {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// Stops with SIGTERM, waiting up to 5 s before SIGKILL.
+    /// Stops with SIGTERM (the node drains), waiting up to 15 s before SIGKILL.
     pub fn stop(&mut self) {
-        self.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+        self.signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
+    }
+
+    /// Sends `sig` and returns at once.
+    pub fn signal(&self, sig: libc::c_int) {
+        let Some(child) = self.child.as_ref() else {
+            return;
+        };
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Open file descriptors of the process (from /proc), if it runs.
+    pub fn fd_count(&self) -> Option<usize> {
+        let pid = self.pid()?;
+        Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
     }
 
     /// Kills with SIGKILL: the peer sees no close, as when a host dies.

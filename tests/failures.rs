@@ -266,10 +266,18 @@ fn a_stopped_peer_closes_links_at_once_and_cleans_up() {
     echo_on(&mut at_b, &[pattern(100, 2)]).unwrap();
     assert_eq!(router.stats().active, 2);
 
-    // SIGTERM node b: its own client, node a's client and both router legs end within seconds.
-    node_b.stop();
+    // SIGTERM node b: it drains. Both links are idle, so each ends at once with a FIN: its own
+    // client, node a's client and both router legs see the end within seconds, and b exits as
+    // soon as the clients (like Crossbar) close their side.
+    node_b.signal(libc::SIGTERM);
     expect_client_closed(&mut at_a, Duration::from_secs(10)).expect("client at a");
     expect_client_closed(&mut at_b, Duration::from_secs(10)).expect("client at b");
+    drop((at_a, at_b));
+    let status = node_b.wait_exit(Duration::from_secs(9));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node b did not exit cleanly within its drain_timeout: {status:?}"
+    );
     assert!(
         wait_until(Duration::from_secs(10), || router.stats().active == 0),
         "router connections still open: {}",

@@ -284,9 +284,10 @@ impl Link {
                 && self.from_local.at_frame_boundary()
             {
                 // The node is stopping: take nothing more from this socket. Everything read so
-                // far (whole frames) still goes out, then the FIN.
+                // far (whole frames) still goes out, then the FIN. The socket's read side is
+                // left open: a router that is told "no more" (EPIPE) closes at once and loses
+                // what is still on its way to it; with the FIN it finishes cleanly instead.
                 self.from_local.end_source();
-                self.sock.shutdown_read().ok();
                 progress = true;
             }
             if self.local_readable {

@@ -21,9 +21,12 @@ use rlinkd::cluster::{free_tcp_port, free_udp_port, wait_for_log, NodePlan, Node
 use rlinkd::endpoints::{ClientError, EchoRouter, LocalStream, RawSocketClient, RouterOptions};
 use rlinkd::rawsocket::{ClientHandshake, FrameHeader, MaxLen, Serializer};
 
-/// The binary under test.
+/// The binary under test: this build's, or `RLINKD_TEST_EXE` (to run the suite against another
+/// build, e.g. to show that a regression test fails without its fix).
 pub fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rlinkd"))
+    std::env::var_os("RLINKD_TEST_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rlinkd")))
 }
 
 /// How long a node may take to connect to its peer on a busy CI box.
@@ -505,5 +508,76 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> (bool, String, String) {
             panic!("rlinkd {args:?} did not finish within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// From the last stats line of `node`: how many links it holds open (needs `stats_interval`).
+pub fn links_open(node: &NodeProcess) -> Option<u64> {
+    let log = node.log_text();
+    let line = log.lines().rev().find(|l| l.contains("stats: peers"))?;
+    let tail = line.split("links ").nth(1)?;
+    tail.split(' ').next()?.parse().ok()
+}
+
+/// Waits until the latest stats lines of `node` say it holds no link.
+pub fn expect_no_links(node: &NodeProcess, timeout: Duration) {
+    let ok = wait_until(timeout, || links_open(node) == Some(0));
+    assert!(
+        ok,
+        "node {} still holds links after {timeout:?} (last count {:?})",
+        node.name,
+        links_open(node)
+    );
+}
+
+/// A RawSocket "router" on a Unix socket for misbehaviour tests: it accepts every connection
+/// and hands it to `serve` on a thread of its own. Stopped (and its connections closed) on drop.
+pub struct ScriptedRouter {
+    pub addr: LocalAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl ScriptedRouter {
+    pub fn start<F>(addr: LocalAddr, serve: F) -> ScriptedRouter
+    where
+        F: Fn(std::os::unix::net::UnixStream) + Send + Sync + 'static,
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let LocalAddr::Unix(path) = &addr else {
+            panic!("ScriptedRouter needs a unix address");
+        };
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind router");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let serve = Arc::new(serve);
+        let s = Arc::clone(&stop);
+        let accept = thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        conn.set_nonblocking(false).ok();
+                        let serve = Arc::clone(&serve);
+                        thread::spawn(move || serve(conn));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        ScriptedRouter {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+}
+
+impl Drop for ScriptedRouter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.accept.take() {
+            h.join().ok();
+        }
     }
 }

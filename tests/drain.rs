@@ -1,0 +1,208 @@
+//! Stopping loses nothing that was accepted: SIGTERM drains (no new links, every link delivers
+//! what the node has read, ends with a FIN, the socket files go), a second signal stops at once,
+//! and SIGHUP / SIGUSR1 never kill the node.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FRAME: usize = 64 << 10;
+
+/// Every frame the client sends, in order: frame k is `pattern(FRAME, k)`.
+fn stream_of_frames(n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n * (FRAME + 4));
+    for k in 0..n {
+        v.extend(frame(&pattern(FRAME, k as u64)));
+    }
+    v
+}
+
+#[test]
+fn a_link_half_closed_before_sigterm_loses_no_byte() {
+    let EchoPair {
+        env,
+        router,
+        a,
+        b,
+        ep,
+    } = echo_pair(&[]);
+    let node_b = env.start(&b);
+    let mut node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+
+    // 32 MiB of frames, written then half-closed by a thread while this one reads the echoes.
+    const FRAMES: usize = 512;
+    let sent = stream_of_frames(FRAMES);
+    let c = RawConn::connect(&ep);
+    c.write(&[0x7f, 0xf3, 0, 0]).unwrap();
+    assert_eq!(c.read_exact(4, IO_WAIT).unwrap(), [0x7f, 0xf3, 0, 0]);
+    let w = c.stream.try_clone().unwrap();
+    let writer = {
+        let sent = sent.clone();
+        thread::spawn(move || {
+            (&w).write_all(&sent).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let reader = thread::spawn(move || c.read_until_closed(Duration::from_secs(60)));
+    writer.join().unwrap();
+    // The client has half-closed; stop node a while most of it is still on its way.
+    node_a.signal(libc::SIGTERM);
+    let (got, ended) = reader.join().unwrap().expect("the link ends");
+    assert_eq!(ended, Ended::Eof, "the link ends with a clean close");
+    assert_eq!(
+        got.len(),
+        sent.len(),
+        "echoes lost ({} of {} bytes)",
+        got.len(),
+        sent.len()
+    );
+    assert!(got == sent, "echoes differ from what was sent");
+    let status = node_a.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node a did not exit cleanly within drain_timeout: {status:?}"
+    );
+    if let rlinkd::addr::LocalAddr::Unix(p) = &ep {
+        assert!(!p.exists(), "the link endpoint's socket file was left behind");
+    }
+    assert_eq!(router.stats().echoed, FRAMES as u64);
+    expect_log(&node_a, "drained", Duration::from_secs(1));
+}
+
+/// A busy link through a router that reads everything (as Crossbar does, whatever it writes):
+/// when the node that delivers to the router stops, the router still gets every byte the
+/// client sent before it saw the end of the link, and the node exits well within
+/// `drain_timeout`.
+#[test]
+fn sigterm_on_a_busy_link_delivers_every_byte_to_the_router() {
+    let env = Env::new(&["a", "b"]);
+    let received = Arc::new(AtomicU64::new(0));
+    let router_done = Arc::new(AtomicBool::new(false));
+    let (r, d) = (Arc::clone(&received), Arc::clone(&router_done));
+    let router = ScriptedRouter::start(env.unix("sink.sock"), move |mut conn| {
+        use std::io::Read;
+        let mut hs = [0u8; 4];
+        if conn.read_exact(&mut hs).is_err() || conn.write_all(&[0x7f, 0xf3, 0, 0]).is_err() {
+            return;
+        }
+        conn.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                d.store(true, Ordering::SeqCst);
+                return;
+            }
+            r.fetch_add(n as u64, Ordering::SeqCst);
+        }
+    });
+    let (mut a, mut b) = pair(&[]);
+    let ep = env.unix("a.sock");
+    a.links.push(("b".into(), ep.clone(), "sink".into()));
+    b.routes.push(("sink".into(), router.addr.clone()));
+    let mut node_b = env.start(&b);
+    let node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+
+    // The client writes frames without end; once it reads the end of the link it finishes the
+    // frame in progress and closes (as Crossbar does on end-of-file).
+    let c = RawConn::connect(&ep);
+    c.write(&[0x7f, 0xf3, 0, 0]).unwrap();
+    assert_eq!(c.read_exact(4, IO_WAIT).unwrap(), [0x7f, 0xf3, 0, 0]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let w = c.stream.try_clone().unwrap();
+    let writer = {
+        let (stop, written) = (Arc::clone(&stop), Arc::clone(&written));
+        thread::spawn(move || {
+            let f = frame(&pattern(FRAME, 5));
+            while !stop.load(Ordering::SeqCst) {
+                if (&w).write_all(&f).is_err() {
+                    break;
+                }
+                written.fetch_add(f.len() as u64, Ordering::SeqCst);
+            }
+            w.shutdown(std::net::Shutdown::Write).ok();
+        })
+    };
+    assert!(wait_until(Duration::from_secs(20), || received
+        .load(Ordering::SeqCst)
+        > 8 << 20));
+    let stopped_at = Instant::now();
+    node_b.signal(libc::SIGTERM);
+    let (got, ended) = c
+        .read_until_closed(Duration::from_secs(30))
+        .expect("the client sees the link end");
+    assert!(got.is_empty() && ended == Ended::Eof, "a clean end: {ended:?}");
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    drop(c);
+    let status = node_b.wait_exit(Duration::from_secs(12));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node b did not exit within drain_timeout: {status:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || router_done.load(Ordering::SeqCst)),
+        "the router's connection did not end cleanly"
+    );
+    let (w, r) = (
+        written.load(Ordering::SeqCst),
+        received.load(Ordering::SeqCst),
+    );
+    eprintln!(
+        "drained in {:?}: client wrote {w} bytes, router received {r}",
+        stopped_at.elapsed()
+    );
+    assert_eq!(r, w, "bytes the client wrote never reached the router");
+}
+
+#[test]
+fn a_second_signal_stops_at_once_and_sighup_sigusr1_do_not_kill() {
+    let EchoPair {
+        env,
+        router: _router,
+        mut a,
+        b,
+        ep,
+    } = echo_pair(&[]);
+    a.top_extra.push("drain_timeout = \"60s\"".into());
+    let node_b = env.start(&b);
+    let mut node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+
+    node_a.signal(libc::SIGHUP);
+    node_a.signal(libc::SIGUSR1);
+    expect_log(&node_a, "reload is not supported yet", IO_WAIT);
+    expect_log(&node_a, "stats: peers", IO_WAIT);
+    thread::sleep(Duration::from_millis(300));
+    assert!(node_a.is_running(), "SIGHUP or SIGUSR1 killed the node");
+    assert_link_works(&ep);
+
+    // A client stuck in the middle of a frame keeps its link (and the drain) open...
+    let held = RawConn::connect(&ep);
+    held.write(&[0x7f, 0xf3, 0, 0]).unwrap();
+    assert_eq!(held.read_exact(4, IO_WAIT).unwrap(), [0x7f, 0xf3, 0, 0]);
+    let mut partial = rlinkd::rawsocket::FrameHeader::message(1000).encode().to_vec();
+    partial.extend([1u8; 10]);
+    held.write(&partial).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    node_a.signal(libc::SIGTERM);
+    expect_log(&node_a, "draining", IO_WAIT);
+    thread::sleep(Duration::from_millis(500));
+    assert!(node_a.is_running(), "the drain ended before its link did");
+    // ...until a second signal.
+    node_a.signal(libc::SIGTERM);
+    let status = node_a.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a second SIGTERM did not stop the node at once: {status:?}"
+    );
+    drop(held);
+}

@@ -70,7 +70,10 @@ fn a_link_half_closed_before_sigterm_loses_no_byte() {
         "node a did not exit cleanly within drain_timeout: {status:?}"
     );
     if let rlinkd::addr::LocalAddr::Unix(p) = &ep {
-        assert!(!p.exists(), "the link endpoint's socket file was left behind");
+        assert!(
+            !p.exists(),
+            "the link endpoint's socket file was left behind"
+        );
     }
     assert_eq!(router.stats().echoed, FRAMES as u64);
     expect_log(&node_a, "drained", Duration::from_secs(1));
@@ -139,7 +142,10 @@ fn sigterm_on_a_busy_link_delivers_every_byte_to_the_router() {
     let (got, ended) = c
         .read_until_closed(Duration::from_secs(30))
         .expect("the client sees the link end");
-    assert!(got.is_empty() && ended == Ended::Eof, "a clean end: {ended:?}");
+    assert!(
+        got.is_empty() && ended == Ended::Eof,
+        "a clean end: {ended:?}"
+    );
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     drop(c);
@@ -149,7 +155,8 @@ fn sigterm_on_a_busy_link_delivers_every_byte_to_the_router() {
         "node b did not exit within drain_timeout: {status:?}"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || router_done.load(Ordering::SeqCst)),
+        wait_until(Duration::from_secs(5), || router_done
+            .load(Ordering::SeqCst)),
         "the router's connection did not end cleanly"
     );
     let (w, r) = (
@@ -189,7 +196,9 @@ fn a_second_signal_stops_at_once_and_sighup_sigusr1_do_not_kill() {
     let held = RawConn::connect(&ep);
     held.write(&[0x7f, 0xf3, 0, 0]).unwrap();
     assert_eq!(held.read_exact(4, IO_WAIT).unwrap(), [0x7f, 0xf3, 0, 0]);
-    let mut partial = rlinkd::rawsocket::FrameHeader::message(1000).encode().to_vec();
+    let mut partial = rlinkd::rawsocket::FrameHeader::message(1000)
+        .encode()
+        .to_vec();
     partial.extend([1u8; 10]);
     held.write(&partial).unwrap();
     thread::sleep(Duration::from_millis(200));

@@ -59,7 +59,8 @@ fn stall_cluster(relay: &[&str]) -> StallCluster {
         if !answer_handshake(&mut conn) {
             return;
         }
-        conn.set_write_timeout(Some(Duration::from_millis(200))).ok();
+        conn.set_write_timeout(Some(Duration::from_millis(200)))
+            .ok();
         let f = frame(&pattern(FRAME - 4, 9));
         let end = Instant::now() + Duration::from_secs(300);
         let mut off = 0;
@@ -74,11 +75,13 @@ fn stall_cluster(relay: &[&str]) -> StallCluster {
     });
     let (mut a, mut b) = pair(&[]);
     for (name, route) in [("echo", "echo"), ("sink", "sink"), ("flood", "flood")] {
-        a.links
-            .push(("b".into(), env.unix(&format!("a-{name}.sock")), route.into()));
+        a.links.push((
+            "b".into(),
+            env.unix(&format!("a-{name}.sock")),
+            route.into(),
+        ));
     }
-    b.routes
-        .push(("echo".into(), echo.local_addr().clone()));
+    b.routes.push(("echo".into(), echo.local_addr().clone()));
     b.routes.push(("sink".into(), sink.addr.clone()));
     b.routes.push(("flood".into(), flood.addr.clone()));
     for p in [&mut a, &mut b] {

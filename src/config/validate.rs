@@ -236,10 +236,7 @@ impl NodeConfig {
         if self.drain_timeout > std::time::Duration::from_secs(3600) {
             return Err(ConfigError::invalid(
                 "drain_timeout",
-                format!(
-                    "{} is above 1 hour",
-                    format_duration(self.drain_timeout)
-                ),
+                format!("{} is above 1 hour", format_duration(self.drain_timeout)),
             ));
         }
         // Stalled links must never hold so much of a connection's credit that the others stop:

@@ -423,7 +423,11 @@ impl Node {
             };
             if link.stream.is_none() {
                 // Nothing crossed yet: the router redials (another node, or this one restarted).
-                self.fail_link(key, StreamCode::Shutdown, "node stopping before the link opened");
+                self.fail_link(
+                    key,
+                    StreamCode::Shutdown,
+                    "node stopping before the link opened",
+                );
             } else {
                 link.draining = true;
                 self.dirty.push(key);
@@ -828,7 +832,10 @@ impl Node {
             }
             Err(e) => {
                 let why = if e.kind() == io::ErrorKind::WouldBlock {
-                    format!("its accept queue stayed full for {:?}", self.cfg.quic.connect_timeout)
+                    format!(
+                        "its accept queue stayed full for {:?}",
+                        self.cfg.quic.connect_timeout
+                    )
                 } else {
                     e.to_string()
                 };
@@ -925,11 +932,17 @@ impl Node {
             // Open end to end: nothing left to time out.
             link.deadline = None;
         }
-        let stalled = link.stalled_since();
-        if stalled.is_some() && self.next_stall_check.is_none() {
-            self.next_stall_check = Some(now + stall::CHECK_EVERY);
+        match link.stalled_since() {
+            Some(since) => {
+                self.stalls.update(key, Some(since));
+                if self.next_stall_check.is_none() {
+                    self.next_stall_check = Some(now + stall::CHECK_EVERY);
+                }
+            }
+            // The common case (no stalled link anywhere) costs no map lookup.
+            None if !self.stalls.is_empty() => self.stalls.remove(key),
+            None => {}
         }
-        self.stalls.update(key, stalled);
         match result {
             Ok(true) => self.finish_link(key),
             Ok(false) => {

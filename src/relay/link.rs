@@ -259,7 +259,11 @@ impl Link {
     /// the local socket's write side once the bytes before it are delivered; a RESET_STREAM
     /// drops what is unread and ends it at once; a STOP_SENDING (or a stream quiche has already
     /// collected) ends reading from the local socket. The link is done when both halves are.
-    pub fn pump(&mut self, mut stream: Option<StreamRef<'_>>, now: Instant) -> Result<bool, LinkEnd> {
+    pub fn pump(
+        &mut self,
+        mut stream: Option<StreamRef<'_>>,
+        now: Instant,
+    ) -> Result<bool, LinkEnd> {
         if self.connecting {
             return Ok(false);
         }

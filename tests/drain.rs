@@ -79,16 +79,23 @@ fn a_link_half_closed_before_sigterm_loses_no_byte() {
     expect_log(&node_a, "drained", Duration::from_secs(1));
 }
 
-/// A busy link through a router that reads everything (as Crossbar does, whatever it writes):
-/// when the node that delivers to the router stops, the router still gets every byte the
-/// client sent before it saw the end of the link, and the node exits well within
-/// `drain_timeout`.
-#[test]
-fn sigterm_on_a_busy_link_delivers_every_byte_to_the_router() {
+/// A router behind node b that answers the handshake and then reads everything (as Crossbar
+/// does, whatever it writes): the bytes it received, and whether its connection ended cleanly.
+struct SinkSetup {
+    env: Env,
+    _router: ScriptedRouter,
+    received: Arc<AtomicU64>,
+    ended: Arc<AtomicBool>,
+    a: rlinkd::cluster::NodePlan,
+    b: rlinkd::cluster::NodePlan,
+    ep: rlinkd::addr::LocalAddr,
+}
+
+fn sink_setup() -> SinkSetup {
     let env = Env::new(&["a", "b"]);
     let received = Arc::new(AtomicU64::new(0));
-    let router_done = Arc::new(AtomicBool::new(false));
-    let (r, d) = (Arc::clone(&received), Arc::clone(&router_done));
+    let ended = Arc::new(AtomicBool::new(false));
+    let (r, d) = (Arc::clone(&received), Arc::clone(&ended));
     let router = ScriptedRouter::start(env.unix("sink.sock"), move |mut conn| {
         use std::io::Read;
         let mut hs = [0u8; 4];
@@ -109,13 +116,29 @@ fn sigterm_on_a_busy_link_delivers_every_byte_to_the_router() {
     let ep = env.unix("a.sock");
     a.links.push(("b".into(), ep.clone(), "sink".into()));
     b.routes.push(("sink".into(), router.addr.clone()));
-    let mut node_b = env.start(&b);
-    let node_a = env.start(&a);
-    expect_connected(&node_a, &node_b);
+    SinkSetup {
+        env,
+        _router: router,
+        received,
+        ended,
+        a,
+        b,
+        ep,
+    }
+}
 
-    // The client writes frames without end; once it reads the end of the link it finishes the
-    // frame in progress and closes (as Crossbar does on end-of-file).
-    let c = RawConn::connect(&ep);
+/// A client that writes 64 KiB frames without end from a thread; once it reads the end of the
+/// link it finishes the frame in progress and closes (as Crossbar does on end-of-file). Returns
+/// the connection, the stop flag, the bytes written and the thread.
+fn endless_writer(
+    ep: &rlinkd::addr::LocalAddr,
+) -> (
+    RawConn,
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    thread::JoinHandle<()>,
+) {
+    let c = RawConn::connect(ep);
     c.write(&[0x7f, 0xf3, 0, 0]).unwrap();
     assert_eq!(c.read_exact(4, IO_WAIT).unwrap(), [0x7f, 0xf3, 0, 0]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -134,18 +157,36 @@ fn sigterm_on_a_busy_link_delivers_every_byte_to_the_router() {
             w.shutdown(std::net::Shutdown::Write).ok();
         })
     };
+    (c, stop, written, writer)
+}
+
+/// The node that delivers to the router stops while the client is busy: the router still gets
+/// every byte the client sent before it saw the end of the link, and the node exits well within
+/// `drain_timeout`.
+#[test]
+fn sigterm_at_the_routers_node_on_a_busy_link_delivers_every_byte_to_the_router() {
+    let SinkSetup {
+        env,
+        _router,
+        received,
+        ended,
+        a,
+        b,
+        ep,
+    } = sink_setup();
+    let mut node_b = env.start(&b);
+    let node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+    let (c, stop, written, writer) = endless_writer(&ep);
     assert!(wait_until(Duration::from_secs(20), || received
         .load(Ordering::SeqCst)
         > 8 << 20));
     let stopped_at = Instant::now();
     node_b.signal(libc::SIGTERM);
-    let (got, ended) = c
+    let (got, how) = c
         .read_until_closed(Duration::from_secs(30))
         .expect("the client sees the link end");
-    assert!(
-        got.is_empty() && ended == Ended::Eof,
-        "a clean end: {ended:?}"
-    );
+    assert!(got.is_empty() && how == Ended::Eof, "a clean end: {how:?}");
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     drop(c);
@@ -155,8 +196,7 @@ fn sigterm_on_a_busy_link_delivers_every_byte_to_the_router() {
         "node b did not exit within drain_timeout: {status:?}"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || router_done
-            .load(Ordering::SeqCst)),
+        wait_until(Duration::from_secs(5), || ended.load(Ordering::SeqCst)),
         "the router's connection did not end cleanly"
     );
     let (w, r) = (
@@ -168,6 +208,50 @@ fn sigterm_on_a_busy_link_delivers_every_byte_to_the_router() {
         stopped_at.elapsed()
     );
     assert_eq!(r, w, "bytes the client wrote never reached the router");
+}
+
+/// The node that holds the client stops while the client is busy: it reads to the end of the
+/// frame in progress and no further, so the router receives whole frames only, everything it
+/// read arrives, and the node exits well within `drain_timeout`.
+#[test]
+fn sigterm_at_the_clients_node_on_a_busy_link_cuts_no_frame() {
+    let SinkSetup {
+        env,
+        _router,
+        received,
+        ended,
+        a,
+        b,
+        ep,
+    } = sink_setup();
+    let node_b = env.start(&b);
+    let mut node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+    let (c, stop, written, writer) = endless_writer(&ep);
+    assert!(wait_until(Duration::from_secs(20), || received
+        .load(Ordering::SeqCst)
+        > 8 << 20));
+    node_a.signal(libc::SIGTERM);
+    let status = node_a.wait_exit(Duration::from_secs(12));
+    stop.store(true, Ordering::SeqCst);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node a did not exit within drain_timeout: {status:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || ended.load(Ordering::SeqCst)),
+        "the router's connection did not end cleanly"
+    );
+    writer.join().unwrap();
+    drop(c);
+    let r = received.load(Ordering::SeqCst);
+    eprintln!(
+        "router received {r} bytes ({} frames) of {} written",
+        r / (FRAME as u64 + 4),
+        written.load(Ordering::SeqCst)
+    );
+    assert_eq!(r % (FRAME as u64 + 4), 0, "the router got a cut frame");
+    assert!(r <= written.load(Ordering::SeqCst));
 }
 
 #[test]

@@ -25,6 +25,7 @@ struct StallCluster {
     _echo: EchoRouter,
     _sink: ScriptedRouter,
     _flood: ScriptedRouter,
+    _trickle: ScriptedRouter,
     stop: Arc<AtomicBool>,
     a: NodePlan,
     b: NodePlan,
@@ -73,8 +74,29 @@ fn stall_cluster(relay: &[&str]) -> StallCluster {
             }
         }
     });
+    // A slow reader: 4 KiB every 100 ms. It never stalls, but it holds a stream window of
+    // unread bytes for as long as its client sends faster.
+    let s = Arc::clone(&stop);
+    let trickle = ScriptedRouter::start(env.unix("trickle.sock"), move |mut conn: UnixStream| {
+        if !answer_handshake(&mut conn) {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        let end = Instant::now() + Duration::from_secs(300);
+        while !s.load(Ordering::SeqCst) && Instant::now() < end {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
     let (mut a, mut b) = pair(&[]);
-    for (name, route) in [("echo", "echo"), ("sink", "sink"), ("flood", "flood")] {
+    for (name, route) in [
+        ("echo", "echo"),
+        ("sink", "sink"),
+        ("flood", "flood"),
+        ("trickle", "trickle"),
+    ] {
         a.links.push((
             "b".into(),
             env.unix(&format!("a-{name}.sock")),
@@ -84,6 +106,7 @@ fn stall_cluster(relay: &[&str]) -> StallCluster {
     b.routes.push(("echo".into(), echo.local_addr().clone()));
     b.routes.push(("sink".into(), sink.addr.clone()));
     b.routes.push(("flood".into(), flood.addr.clone()));
+    b.routes.push(("trickle".into(), trickle.addr.clone()));
     for p in [&mut a, &mut b] {
         p.top_extra.push("stats_interval = \"200ms\"".into());
         p.relay_extra.extend(relay.iter().map(|s| s.to_string()));
@@ -92,6 +115,7 @@ fn stall_cluster(relay: &[&str]) -> StallCluster {
         _echo: echo,
         _sink: sink,
         _flood: flood,
+        _trickle: trickle,
         stop,
         env,
         a,
@@ -99,17 +123,21 @@ fn stall_cluster(relay: &[&str]) -> StallCluster {
     }
 }
 
-/// "N stalled now" from the last stats line.
-fn stalled_now(node: &NodeProcess) -> u64 {
+/// The number before `what` ("stalled now", "holding credit") in the last stats line.
+fn stats_count(node: &NodeProcess, what: &str) -> u64 {
     let log = node.log_text();
     let Some(line) = log.lines().rev().find(|l| l.contains("stats: peers")) else {
         return 0;
     };
-    line.split(" stalled now")
+    line.split(&format!(" {what}"))
         .next()
         .and_then(|s| s.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+fn stalled_now(node: &NodeProcess) -> u64 {
+    stats_count(node, "stalled now")
 }
 
 /// A link into the sink: its client writes frames (from a thread) until the path is full.
@@ -240,36 +268,52 @@ fn a_link_stalled_past_stall_timeout_is_reset_and_the_others_keep_going() {
     assert_link_works(&c.env.unix("a-echo.sock"));
 }
 
-#[test]
-fn past_the_stall_budget_the_longest_stalled_links_are_reset_first() {
-    // Room for 4 stalled links (1 MiB stream windows).
+/// `route`'s links (opened one by one, each once the previous one holds credit) exceed a 4 MiB
+/// budget: the longest-holding are reset until the rest fit, and the others keep working.
+fn over_budget(route: &str) {
     let c = stall_cluster(&["stall_timeout = \"300s\"", "stall_budget = \"4MiB\""]);
     let node_b = c.env.start(&c.b);
     let node_a = c.env.start(&c.a);
     expect_connected(&node_a, &node_b);
-    let sink = c.env.unix("a-sink.sock");
+    let ep = c.env.unix(&format!("a-{route}.sock"));
     let mut links = Vec::new();
-    for _ in 0..8 {
-        links.push(sink_link(&sink, &c.stop));
-        thread::sleep(Duration::from_millis(100));
+    for i in 0..8u64 {
+        links.push(sink_link(&ep, &c.stop));
+        assert!(
+            wait_until(Duration::from_secs(20), || stats_count(
+                &node_b,
+                "holding credit"
+            ) > i
+                || count_lines(&node_b, &["stall_budget"]) > 0),
+            "link {i} does not hold credit"
+        );
     }
+    let resets = || count_lines(&node_b, &["stall_budget"]);
     assert!(
-        wait_until(Duration::from_secs(20), || count_lines(
-            &node_b,
-            &["stall_budget"]
-        ) >= 4),
+        wait_until(Duration::from_secs(20), || resets() >= 3),
         "over-budget links were not reset"
     );
-    thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        count_lines(&node_b, &["stall_budget"]),
-        4,
-        "exactly the links over the budget are reset"
+    thread::sleep(Duration::from_secs(2));
+    // About 1 MiB each: 8 links over a 4 MiB budget lose 3 to 5, the longest-holding first.
+    let closed: Vec<bool> = links
+        .iter()
+        .map(|l| l.read_until_closed(Duration::from_millis(300)).is_ok())
+        .collect();
+    let k = closed.iter().take_while(|c| **c).count();
+    assert!(
+        (3..=5).contains(&k) && closed[k..].iter().all(|c| !c),
+        "the longest-holding links go first: {closed:?}"
     );
-    // The first four (longest stalled) are the ones closed.
-    for (i, l) in links.iter().enumerate() {
-        let closed = l.read_until_closed(Duration::from_millis(500)).is_ok();
-        assert_eq!(closed, i < 4, "link {i}: closed {closed}");
-    }
+    assert_eq!(resets(), k, "one reset per closed link");
     assert_link_works(&c.env.unix("a-echo.sock"));
+}
+
+#[test]
+fn past_the_stall_budget_the_longest_stalled_links_are_reset_first() {
+    over_budget("sink");
+}
+
+#[test]
+fn slow_readers_that_never_stall_still_count_against_the_budget() {
+    over_budget("trickle");
 }

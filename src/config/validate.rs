@@ -243,7 +243,7 @@ impl NodeConfig {
         // leave at least 8 stream windows free for them.
         let q = &self.quic;
         let free = q.initial_connection_window.saturating_sub(r.stall_budget);
-        if r.stall_budget < q.max_stream_window || free < 8 * q.max_stream_window {
+        if r.stall_budget < q.max_stream_window || free < q.max_stream_window.saturating_mul(8) {
             return Err(ConfigError::invalid(
                 "relay.stall_budget",
                 format!(

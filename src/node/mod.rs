@@ -9,7 +9,8 @@ mod peers;
 mod stall;
 mod stats;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ const LINK_BASE: usize = 1 << 24;
 const RECV_BURST: usize = 64;
 /// How long a stopping node waits for its CONNECTION_CLOSE frames to leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// Connections accepted per listener per turn; a longer queue is taken up again on a timer, so
+/// neither a flood of clients nor an accept error that repeats can hold the loop.
+const ACCEPT_BURST: usize = 256;
 /// A listener that ran out of descriptors (or memory) tries again after this.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Conditions that could repeat on every loop turn are logged at most this often.
@@ -100,7 +104,7 @@ pub struct Node {
     by_stream: HashMap<(ConnId, u64), usize>,
     preambles: HashMap<(ConnId, u64), Vec<u8>>,
     /// (deadline, link) in deadline order (every deadline is now + a fixed timeout).
-    deadlines: VecDeque<(Instant, usize)>,
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
     dirty: Vec<usize>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
@@ -118,6 +122,7 @@ pub struct Node {
     /// Streams of links that ended cleanly whose last bytes may not be acknowledged yet; a
     /// draining node waits for them before it closes the connection.
     finished_streams: Vec<(ConnId, u64)>,
+    prune_finished_at: usize,
 }
 
 impl Node {
@@ -181,11 +186,7 @@ impl Node {
             .collect();
         let caps = udp.capabilities();
         tracing::info!(node = %cfg.node, quic = %udp.local_addr(), gso = caps.gso, gro = caps.gro, "node listening");
-        let stalls = StallTracker::new(
-            cfg.relay.stall_timeout,
-            cfg.relay.stall_budget,
-            cfg.quic.max_stream_window,
-        );
+        let stalls = StallTracker::new(cfg.relay.stall_timeout, cfg.relay.stall_budget);
         Ok(Node {
             next_stats: cfg.stats_interval.map(|d| Instant::now() + d),
             stalls,
@@ -194,6 +195,7 @@ impl Node {
             accept_retry_at: None,
             last_accept_warning: None,
             finished_streams: Vec::new(),
+            prune_finished_at: 1024,
             cfg,
             poll,
             signals,
@@ -206,7 +208,7 @@ impl Node {
             links: Slab::new(),
             by_stream: HashMap::new(),
             preambles: HashMap::new(),
-            deadlines: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
             dirty: Vec::new(),
             rx_buf: vec![0; 65_536],
             tx_buf: vec![0; MAX_GSO_BYTES],
@@ -300,7 +302,7 @@ impl Node {
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.driver.timeout(),
-            self.deadlines.front().map(|(t, _)| *t),
+            self.deadlines.peek().map(|Reverse((t, _))| *t),
             self.peers.iter().filter_map(|p| p.redial_at).min(),
             self.next_stats,
             self.stopping.map(|s| match s {
@@ -494,7 +496,7 @@ impl Node {
 
     fn accept_local(&mut self, listener: usize) {
         let now = Instant::now();
-        loop {
+        for _ in 0..ACCEPT_BURST {
             let Some((l, link_idx)) = self.listeners.get(listener) else {
                 return;
             };
@@ -535,14 +537,18 @@ impl Node {
                 self.cfg.relay.max_frame,
                 now,
             );
-            if let Some(key) = self.insert_link(link, now) {
+            if let Some(key) = self.insert_link(link, now + self.cfg.quic.connect_timeout) {
                 self.stats.links_opened += 1;
                 self.dirty.push(key);
             }
         }
+        // More may be queued, and no new event will say so: go on next turn.
+        self.accept_retry_at.get_or_insert(now);
     }
 
-    fn insert_link(&mut self, mut link: Link, now: Instant) -> Option<usize> {
+    /// Registers a new link; it gives up at `deadline` unless the router's handshake reply has
+    /// crossed by then.
+    fn insert_link(&mut self, mut link: Link, deadline: Instant) -> Option<usize> {
         let key = self.links.vacant_key();
         link.sock.tune();
         if let Err(e) = self.poll.registry().register(
@@ -553,9 +559,8 @@ impl Node {
             tracing::warn!(error = %e, "cannot watch local connection");
             return None;
         }
-        let deadline = now + self.cfg.quic.connect_timeout;
         link.deadline = Some(deadline);
-        self.deadlines.push_back((deadline, key));
+        self.deadlines.push(Reverse((deadline, key)));
         Some(self.links.insert(link))
     }
 
@@ -675,6 +680,8 @@ impl Node {
             self.close_link_quietly(key);
         }
         self.preambles.retain(|(c, _), _| *c != conn);
+        self.finished_streams.retain(|(c, _)| *c != conn);
+        self.pending_routes.retain(|(c, _), _| *c != conn);
         let i = peer.as_ref().and_then(|p| self.peer_index.get(p)).copied();
         let stopping = self.stopping.is_some();
         match (i, direction) {
@@ -861,7 +868,9 @@ impl Node {
         );
         link.stream = Some((cid, sid));
         link.connecting = connecting;
-        match self.insert_link(link, now) {
+        // The same deadline as the connect's: connect_timeout from the stream's arrival covers
+        // the connect (and its retries) and the router's handshake reply.
+        match self.insert_link(link, p.deadline) {
             Some(key) => {
                 // The link's deadline (from insert_link) covers the TCP connect and the router's
                 // handshake reply: a target that accepts and never answers is closed.
@@ -932,16 +941,19 @@ impl Node {
             // Open end to end: nothing left to time out.
             link.deadline = None;
         }
-        match link.stalled_since() {
-            Some(since) => {
-                self.stalls.update(key, Some(since));
+        match (link.stalled_since(), link.holding_since()) {
+            (None, None) => {
+                // The common case (nothing stalled anywhere) costs no map lookup.
+                if !self.stalls.is_empty() {
+                    self.stalls.remove(key);
+                }
+            }
+            (stalled, holding) => {
+                self.stalls.update(key, stalled, holding);
                 if self.next_stall_check.is_none() {
                     self.next_stall_check = Some(now + stall::CHECK_EVERY);
                 }
             }
-            // The common case (no stalled link anywhere) costs no map lookup.
-            None if !self.stalls.is_empty() => self.stalls.remove(key),
-            None => {}
         }
         match result {
             Ok(true) => self.finish_link(key),
@@ -1022,11 +1034,11 @@ impl Node {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(&(t, key)) = self.deadlines.front() {
+        while let Some(&Reverse((t, key))) = self.deadlines.peek() {
             if t > now {
                 break;
             }
-            self.deadlines.pop_front();
+            self.deadlines.pop();
             let Some(link) = self.links.get(key) else {
                 continue;
             };
@@ -1078,24 +1090,44 @@ impl Node {
         }
     }
 
+    /// Bytes a link holds on their way to its local socket: its relay buffer and what is still
+    /// unread in quiche.
+    fn held_bytes(&self, key: usize) -> u64 {
+        let Some(link) = self.links.get(key) else {
+            return 0;
+        };
+        let unread = link
+            .stream
+            .and_then(|(cid, sid)| {
+                self.driver
+                    .conn(cid)
+                    .map(|c| c.quic.stream_readable_len(sid, usize::MAX))
+            })
+            .unwrap_or(0);
+        (link.buffered_to_local() + unread) as u64
+    }
+
     /// Resets the links the stall rules say are due (see `stall.rs`).
     fn reset_stalled(&mut self, now: Instant) {
         self.next_stall_check = None;
-        for (key, verdict) in self.stalls.due(now) {
+        let due = self.stalls.due(now, |k| self.held_bytes(k));
+        for (key, verdict) in due {
             let Some(link) = self.links.get(key) else {
                 self.stalls.remove(key);
                 continue;
             };
-            let since = link
-                .stalled_since()
-                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let age =
+                |t: Option<Instant>| t.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
             let why = match verdict {
                 StallVerdict::Timeout => format!(
-                    "stalled: the local socket took no byte for {since:.1?} (relay.stall_timeout)"
+                    "stalled: the local socket took no byte for {:.1?} (relay.stall_timeout)",
+                    age(link.stalled_since())
                 ),
                 StallVerdict::OverBudget => format!(
-                    "stalled for {since:.1?} while {} links are stalled, more than relay.stall_budget allows",
-                    self.stalls.len()
+                    "stalled: {} bytes held unread for {:.1?} while the {} links holding credit exceed relay.stall_budget",
+                    self.held_bytes(key),
+                    age(link.holding_since()),
+                    self.stalls.holding()
                 ),
             };
             self.stats.links_stalled += 1;
@@ -1103,9 +1135,6 @@ impl Node {
         }
         if !self.stalls.is_empty() {
             self.next_stall_check = Some(now + stall::CHECK_EVERY);
-        }
-        if self.finished_streams.len() > 1024 {
-            self.prune_finished_streams();
         }
     }
 
@@ -1129,6 +1158,12 @@ impl Node {
             self.stats.links_closed += 1;
             if let Some(s) = link.stream {
                 self.finished_streams.push(s);
+                if self.finished_streams.len() >= self.prune_finished_at {
+                    // Most are collected within a round trip: pruning now and then keeps the
+                    // list short at a constant cost per link.
+                    self.prune_finished_streams();
+                    self.prune_finished_at = (self.finished_streams.len() * 2).max(1024);
+                }
             }
             match link.peer_ending() {
                 Some(why) => log_link_end(&link, &why, false),

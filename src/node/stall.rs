@@ -1,99 +1,117 @@
 //! Which stalled links to reset, and when. Pure bookkeeping: the node reports each link's
-//! stall state after it pumps it, and asks which links are due.
+//! state after it pumps it, and asks which links are due.
 //!
-//! A link is stalled while bytes wait for its local socket and the socket takes none (a router
-//! or client that does not read). Its stream then keeps up to one stream window of the QUIC
-//! connection's flow-control credit unread; enough such links would leave the others no
-//! credit. Two rules bound that (docs/ARCHITECTURE.md, "Flow control is isolation"):
+//! Two states of a link's direction towards its local socket (router or client):
+//! - *stalled*: bytes wait for the socket and it has taken none since (a reader that stopped);
+//! - *holding*: the bytes for the socket fill the relay buffer, so the rest stays unread in
+//!   quiche and holds the connection's flow-control credit (a reader that stopped, or one
+//!   slower than the peer's sender).
+//!
+//! Enough holding links would leave the others no credit. Two rules bound that
+//! (docs/ARCHITECTURE.md, "Flow control is isolation"):
 //! - a link stalled for `relay.stall_timeout` is reset;
-//! - the links stalled for at least [`STALL_GRACE`] may together hold at most
-//!   `relay.stall_budget` (each counted at a full stream window); past it the longest-stalled
-//!   are reset at once.
+//! - the links holding for at least [`STALL_GRACE`] may together hold at most
+//!   `relay.stall_budget` bytes (counted as they are: unread in quiche plus the relay buffer);
+//!   past it the longest-holding are reset at once.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// A link must have been stalled this long to count against the budget: a busy link whose
-/// router is a moment behind is not stalled.
+/// A link must have held credit this long to count against the budget: a busy link whose
+/// reader is a moment behind is not holding anything for long.
 pub const STALL_GRACE: Duration = Duration::from_secs(1);
-/// How often stalled links are looked at (when there are any).
+/// How often stalled and holding links are looked at (when there are any).
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 
-/// Why a stalled link is reset.
+/// Why a link is reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StallVerdict {
     /// Stalled for longer than `relay.stall_timeout`.
     Timeout,
-    /// One of the longest-stalled links while stalled links exceed `relay.stall_budget`.
+    /// Among the longest-holding links while holding links exceed `relay.stall_budget`.
     OverBudget,
 }
 
 pub struct StallTracker {
-    since: HashMap<usize, Instant>,
+    stalled: HashMap<usize, Instant>,
+    holding: HashMap<usize, Instant>,
     timeout: Duration,
-    /// How many links may be stalled past the grace at once.
-    budget_links: usize,
+    budget: u64,
 }
 
 impl StallTracker {
-    /// `window`: the most one stalled link can hold (`quic.max_stream_window`).
-    pub fn new(timeout: Duration, budget: u64, window: u64) -> StallTracker {
+    pub fn new(timeout: Duration, budget: u64) -> StallTracker {
         StallTracker {
-            since: HashMap::new(),
+            stalled: HashMap::new(),
+            holding: HashMap::new(),
             timeout,
-            budget_links: usize::try_from(budget / window.max(1))
-                .unwrap_or(usize::MAX)
-                .max(1),
+            budget,
         }
     }
 
-    /// Records a link's state after a pump: stalled since `since`, or not stalled.
-    pub fn update(&mut self, key: usize, since: Option<Instant>) {
-        match since {
-            Some(t) => {
-                self.since.insert(key, t);
-            }
-            None => {
-                self.since.remove(&key);
-            }
-        }
+    /// Records a link's state after a pump.
+    pub fn update(&mut self, key: usize, stalled: Option<Instant>, holding: Option<Instant>) {
+        set(&mut self.stalled, key, stalled);
+        set(&mut self.holding, key, holding);
     }
 
     pub fn remove(&mut self, key: usize) {
-        self.since.remove(&key);
+        self.stalled.remove(&key);
+        self.holding.remove(&key);
     }
 
-    pub fn len(&self) -> usize {
-        self.since.len()
+    /// Links stalled now.
+    pub fn stalled(&self) -> usize {
+        self.stalled.len()
+    }
+
+    /// Links holding credit now.
+    pub fn holding(&self) -> usize {
+        self.holding.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.since.is_empty()
+        self.stalled.is_empty() && self.holding.is_empty()
     }
 
-    /// The links to reset at `now`, longest-stalled first.
-    pub fn due(&self, now: Instant) -> Vec<(usize, StallVerdict)> {
-        let mut graced: Vec<(Instant, usize)> = self
-            .since
+    /// The links to reset at `now`, each once; `held` tells how many bytes a link holds.
+    pub fn due(&self, now: Instant, held: impl Fn(usize) -> u64) -> Vec<(usize, StallVerdict)> {
+        let mut out: Vec<(usize, StallVerdict)> = self
+            .stalled
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(**t) >= STALL_GRACE)
-            .map(|(k, t)| (*t, *k))
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= self.timeout)
+            .map(|(k, _)| (*k, StallVerdict::Timeout))
+            .collect();
+        let mut graced: Vec<(Instant, usize, u64)> = self
+            .holding
+            .iter()
+            .filter(|(k, t)| {
+                now.saturating_duration_since(**t) >= STALL_GRACE
+                    && !out.iter().any(|(o, _)| o == *k)
+            })
+            .map(|(k, t)| (*t, *k, held(*k)))
             .collect();
         graced.sort_unstable();
-        let over = graced.len().saturating_sub(self.budget_links);
-        graced
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (t, k))| {
-                if now.saturating_duration_since(*t) >= self.timeout {
-                    Some((*k, StallVerdict::Timeout))
-                } else if i < over {
-                    Some((*k, StallVerdict::OverBudget))
-                } else {
-                    None
-                }
-            })
-            .collect()
+        let mut total: u64 = graced.iter().map(|(_, _, b)| *b).sum();
+        for (_, k, bytes) in graced {
+            if total <= self.budget {
+                break;
+            }
+            total -= bytes;
+            out.push((k, StallVerdict::OverBudget));
+        }
+        out
+    }
+}
+
+fn set(map: &mut HashMap<usize, Instant>, key: usize, since: Option<Instant>) {
+    match since {
+        Some(t) => {
+            map.insert(key, t);
+        }
+        None => {
+            map.remove(&key);
+        }
     }
 }
 
@@ -106,13 +124,14 @@ mod tests {
     #[test]
     fn a_link_stalled_past_the_timeout_is_due_and_one_that_drains_is_not() {
         let t0 = Instant::now();
-        let mut s = StallTracker::new(Duration::from_secs(5), 64 * MIB, MIB);
-        s.update(1, Some(t0));
-        s.update(2, Some(t0));
-        assert!(s.due(t0 + Duration::from_secs(4)).is_empty());
-        s.update(2, None);
+        let mut s = StallTracker::new(Duration::from_millis(500), 64 * MIB);
+        s.update(1, Some(t0), None);
+        s.update(2, Some(t0), None);
+        assert!(s.due(t0 + Duration::from_millis(400), |_| 0).is_empty());
+        s.update(2, None, None);
+        // The timeout applies even when it is shorter than the budget's grace.
         assert_eq!(
-            s.due(t0 + Duration::from_secs(5)),
+            s.due(t0 + Duration::from_millis(500), |_| 0),
             vec![(1, StallVerdict::Timeout)]
         );
         s.remove(1);
@@ -120,27 +139,29 @@ mod tests {
     }
 
     #[test]
-    fn past_the_budget_the_longest_stalled_go_first_and_only_after_the_grace() {
+    fn past_the_budget_the_longest_holding_go_first_and_only_after_the_grace() {
         let t0 = Instant::now();
-        // Room for 3 stalled links.
-        let mut s = StallTracker::new(Duration::from_secs(60), 3 * MIB, MIB);
+        let mut s = StallTracker::new(Duration::from_secs(60), 3 * MIB);
         for k in 0..5 {
-            s.update(k, Some(t0 + Duration::from_millis(10 * k as u64)));
+            s.update(k, None, Some(t0 + Duration::from_millis(10 * k as u64)));
         }
         // Within the grace nobody counts.
-        assert!(s.due(t0 + Duration::from_millis(500)).is_empty());
-        let due = s.due(t0 + Duration::from_secs(2));
+        assert!(s.due(t0 + Duration::from_millis(500), |_| MIB).is_empty());
         assert_eq!(
-            due,
+            s.due(t0 + Duration::from_secs(2), |_| MIB),
             vec![(0, StallVerdict::OverBudget), (1, StallVerdict::OverBudget)]
         );
+        // Counted as they are: links holding little do not fill the budget.
+        assert!(s.due(t0 + Duration::from_secs(2), |_| 100).is_empty());
     }
 
     #[test]
-    fn a_budget_below_one_window_still_allows_one_link() {
+    fn a_link_due_for_its_timeout_is_not_counted_twice() {
         let t0 = Instant::now();
-        let mut s = StallTracker::new(Duration::from_secs(60), 10, MIB);
-        s.update(7, Some(t0));
-        assert!(s.due(t0 + Duration::from_secs(2)).is_empty());
+        let mut s = StallTracker::new(Duration::from_secs(1), MIB);
+        s.update(1, Some(t0), Some(t0));
+        s.update(2, None, Some(t0 + Duration::from_millis(1)));
+        let due = s.due(t0 + Duration::from_secs(5), |_| MIB);
+        assert_eq!(due, vec![(1, StallVerdict::Timeout)]);
     }
 }

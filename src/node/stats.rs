@@ -32,15 +32,17 @@ pub(super) fn log(node: &Node) {
         }
     };
     tracing::info!(
-        "stats: peers {up}/{} up, links {} open ({} opened, {} closed, {} failed, {} stalled now, {} reset stalled), route retries {}, accepts limited {}, udp tx {} datagrams in {} sends ({:.1}/send), rx {} datagrams in {} receives ({:.1}/receive), dropped datagrams: {} unparsable, {} unknown connection",
+        "stats: peers {up}/{} up, links {} open ({} opened, {} closed, {} failed, {} stalled now, {} holding credit, {} reset stalled), route retries {} ({} waiting), accepts limited {}, udp tx {} datagrams in {} sends ({:.1}/send), rx {} datagrams in {} receives ({:.1}/receive), dropped datagrams: {} unparsable, {} unknown connection",
         node.peers.len(),
         node.links.len(),
         node.stats.links_opened,
         node.stats.links_closed,
         node.stats.links_failed,
-        node.stalls.len(),
+        node.stalls.stalled(),
+        node.stalls.holding(),
         node.stats.links_stalled,
         node.stats.route_retries,
+        node.pending_routes.len(),
         node.stats.accept_limited,
         io.datagrams_sent,
         io.send_calls,

@@ -237,6 +237,15 @@ impl FrameScanner {
         matches!(self.state, State::Header)
     }
 
+    /// Payload bytes still to come in the frame being scanned; `None` between frames (or after
+    /// an error).
+    pub fn payload_remaining(&self) -> Option<u32> {
+        match self.state {
+            State::Payload { remaining, .. } => Some(remaining),
+            _ => None,
+        }
+    }
+
     /// The error the scanner failed with, if any.
     pub fn error(&self) -> Option<FrameError> {
         match self.state {

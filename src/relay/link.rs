@@ -84,6 +84,19 @@ pub struct Link {
     sink_blocked_since: Option<Instant>,
     /// The router's handshake reply has passed: the link is open end to end.
     router_replied: bool,
+    /// Local bytes are read and dropped: this side will relay no more of them (drain done, peer
+    /// stopped reading, router refused). Reading on keeps a TCP close from turning into a reset
+    /// that would discard what is still queued towards the local end.
+    discard_local: bool,
+    /// Bytes dropped that way (logged at the link's end).
+    pub discarded: u64,
+    /// Since when the bytes for the local socket have filled the relay buffer, so the rest stays
+    /// unread in quiche and holds connection credit (see `node/stall.rs`).
+    holding_since: Option<Instant>,
+    /// A STOP_SENDING to send on the stream (this side will read no more of it), and whether it
+    /// has been sent.
+    stop_reading_stream: Option<u64>,
+    stream_read_stopped: bool,
     /// The last pump queued stream data or a FIN (the node sends without delaying the ACK).
     pub wrote_stream: bool,
     /// The local socket may have bytes to read. Cleared by a read that returned less than it
@@ -139,6 +152,11 @@ impl Link {
             draining: false,
             sink_blocked_since: None,
             router_replied: false,
+            discard_local: false,
+            discarded: 0,
+            holding_since: None,
+            stop_reading_stream: None,
+            stream_read_stopped: false,
             wrote_stream: false,
             local_readable: true,
             local_read_closed: false,
@@ -165,6 +183,16 @@ impl Link {
     /// that does not read. `None` while it keeps up or nothing waits.
     pub fn stalled_since(&self) -> Option<Instant> {
         self.sink_blocked_since
+    }
+
+    /// Since when bytes for the local socket fill the relay buffer, leaving more unread in quiche.
+    pub fn holding_since(&self) -> Option<Instant> {
+        self.holding_since
+    }
+
+    /// Bytes in the relay buffer towards the local socket.
+    pub fn buffered_to_local(&self) -> usize {
+        self.to_local.buffered()
     }
 
     /// Why the link ended, when the peer ended a half of it (for the log line).
@@ -235,8 +263,20 @@ impl Link {
                 self.to_router_mut().set_limit(limit);
                 self.router_replied = true;
             }
-            // The router refused: held frames are never released; it closes the connection.
-            Handshake::Router(RouterReply::Rejected { .. }) => self.router_replied = true,
+            // The router refused: nothing more goes to it. The reply still reaches the client.
+            Handshake::Router(RouterReply::Rejected { .. }) => {
+                self.router_replied = true;
+                match self.role {
+                    // Frames held for the router are dropped and the rest of the stream is not
+                    // read (STOP_SENDING returns its credit).
+                    Role::Acceptor { .. } => self.end_local_write_half(),
+                    // The client's frames after its handshake would go nowhere.
+                    Role::Dialer { .. } => {
+                        self.from_local.abort();
+                        self.discard_local = true;
+                    }
+                }
+            }
         }
     }
 
@@ -282,26 +322,31 @@ impl Link {
             let mut progress = false;
 
             // Local -> stream.
-            if self.draining
-                && !self.local_read_closed
-                && !self.from_local.source_ended()
-                && self.from_local.at_frame_boundary()
-            {
-                // The node is stopping: take nothing more from this socket. Everything read so
-                // far (whole frames) still goes out, then the FIN. The socket's read side is
-                // left open: a router that is told "no more" (EPIPE) closes at once and loses
-                // what is still on its way to it; with the FIN it finishes cleanly instead.
-                self.from_local.end_source();
-                progress = true;
+            let mut max_read = usize::MAX;
+            if self.draining && !self.local_read_closed && !self.from_local.source_ended() {
+                // The node is stopping: read only to the end of the frame in progress, then no
+                // more. What was read (whole frames) still goes out, then the FIN.
+                match self.from_local.bytes_to_frame_end() {
+                    Some(0) => {
+                        self.from_local.end_source();
+                        self.discard_local = true;
+                        progress = true;
+                    }
+                    Some(n) => max_read = n,
+                    None => {}
+                }
             }
-            if self.local_readable {
+            if self.local_readable && self.discard_local {
+                self.discard_local_input()?;
+            } else if self.local_readable {
                 let (sock, readable) = (&mut self.sock, &mut self.local_readable);
                 let closing = self.local_read_closed;
                 progress |= self
                     .from_local
-                    .fill(|buf| {
+                    .fill_at_most(max_read, |buf| {
                         let fill = read_local(sock, buf)?;
                         let short = !matches!(fill, Fill::Data(n) if n == buf.len());
+                        // A read cut short by `max_read` says nothing about the socket.
                         if short && !(closing && matches!(fill, Fill::Data(_))) {
                             *readable = false;
                         }
@@ -351,16 +396,26 @@ impl Link {
             }
 
             // Stream -> local.
-            match self.to_local.fill(|buf| stream_recv(s, buf)) {
-                Ok(p) => progress |= p,
-                Err(LinkEnd::PeerReset(code)) => {
-                    // The peer abandoned what it was sending: nothing more will come, and a
-                    // partly delivered frame cannot be completed. End the router's read side.
-                    self.reset_by_peer = Some(code);
-                    self.to_local.abort();
-                    progress = true;
+            if let (Some(code), false) = (self.stop_reading_stream, self.stream_read_stopped) {
+                // STOP_SENDING: the peer stops, and the unread bytes' credit comes back.
+                s.quic
+                    .stream_shutdown(s.id, quiche::Shutdown::Read, code)
+                    .ok();
+                self.stream_read_stopped = true;
+                self.wrote_stream = true;
+            }
+            if !self.stream_read_stopped {
+                match self.to_local.fill(|buf| stream_recv(s, buf)) {
+                    Ok(p) => progress |= p,
+                    Err(LinkEnd::PeerReset(code)) => {
+                        // The peer abandoned what it was sending: nothing more will come, and a
+                        // partly delivered frame cannot be completed. End the local write side.
+                        self.reset_by_peer = Some(code);
+                        self.to_local.abort();
+                        progress = true;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
             match self.to_local.check() {
                 Ok(Some(hs)) => self.on_handshake(hs),
@@ -368,10 +423,18 @@ impl Link {
                 Err(e) => return Err(LinkEnd::Protocol(e)),
             }
             let sock = &mut self.sock;
-            let written = self
-                .to_local
-                .drain(|b| write_local(sock, b))
-                .map_err(LinkEnd::Local)?;
+            let written = match self.to_local.drain(|b| write_local(sock, b)) {
+                Ok(n) => n,
+                // The local end closed (or reset) while bytes were on their way to it: that half
+                // is over. The other half goes on: what the local end sent before it closed is
+                // still relayed, then the FIN.
+                Err(e) if is_gone(&e) => {
+                    self.end_local_write_half();
+                    progress = true;
+                    0
+                }
+                Err(e) => return Err(LinkEnd::Local(e)),
+            };
             progress |= written > 0;
             if written > 0 || !self.to_local.has_pending() {
                 self.sink_blocked_since = None;
@@ -389,9 +452,49 @@ impl Link {
                 return Ok(true);
             }
             if !progress {
+                if !self.to_local.is_full() {
+                    self.holding_since = None;
+                } else if self.holding_since.is_none() {
+                    self.holding_since = Some(now);
+                }
                 return Ok(false);
             }
         }
+    }
+
+    /// Reads and drops what the local socket has (see `discard_local`).
+    fn discard_local_input(&mut self) -> Result<(), LinkEnd> {
+        let mut scratch = [0u8; 16 << 10];
+        for _ in 0..64 {
+            match read_local(&mut self.sock, &mut scratch) {
+                Ok(Fill::Data(n)) => {
+                    self.discarded += n as u64;
+                    if n < scratch.len() && !self.local_read_closed {
+                        self.local_readable = false;
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {
+                    self.local_readable = false;
+                    return Ok(());
+                }
+                // The local end is gone: nothing left to drop.
+                Err(_) => {
+                    self.local_readable = false;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing more can be written to the local socket: drop what waits for it, end its write
+    /// side, and tell the peer to stop sending (STOP_SENDING `LocalAbort`).
+    fn end_local_write_half(&mut self) {
+        self.to_local.abort();
+        self.local_write_closed = true;
+        self.sock.shutdown_write().ok();
+        self.stop_reading_stream = Some(crate::quic::codes::StreamCode::LocalAbort as u64);
     }
 
     /// The peer will not read what this side sends (STOP_SENDING with `code`, or `None`: the
@@ -400,7 +503,7 @@ impl Link {
         self.fin_sent = true;
         self.stopped_by_peer = Some(code.unwrap_or(STREAM_COLLECTED));
         self.from_local.abort();
-        self.sock.shutdown_read().ok();
+        self.discard_local = true;
     }
 }
 
@@ -448,6 +551,14 @@ fn stream_recv(s: &mut StreamRef<'_>, buf: &mut [u8]) -> Result<Fill, LinkEnd> {
         Err(quiche::Error::InvalidStreamState(_)) => Ok(Fill::End),
         Err(e) => Err(stream_error(e)),
     }
+}
+
+/// A write error that means the local end has closed (or reset) its side.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
 }
 
 fn read_local(sock: &mut LocalStream, buf: &mut [u8]) -> io::Result<Fill> {

@@ -10,6 +10,7 @@
 
 use crate::rawsocket::{
     ClientHandshake, FrameError, FrameScanner, LengthReading, RouterReply, Run, HANDSHAKE_LEN,
+    HEADER_LEN,
 };
 
 /// First size of a pipe's buffer; it grows 4x at a time up to the configured buffer size.
@@ -114,13 +115,31 @@ impl Pipe {
         self.source_ended = true;
     }
 
-    /// Every byte in the buffer is checked and ends a whole frame (or the handshake): stopping
-    /// here cuts no frame in two.
-    pub fn at_frame_boundary(&self) -> bool {
-        self.opening.is_none()
-            && !self.hold
-            && self.ready == self.end
-            && self.scanner.at_frame_boundary()
+    /// How many more source bytes end the frame in progress: 0 when the bytes so far end
+    /// exactly at a frame end (stopping here cuts no frame in two), `None` while that is not
+    /// known (handshake octets not in yet, frames held, or a failed stream).
+    pub fn bytes_to_frame_end(&self) -> Option<usize> {
+        if self.opening.is_some() || self.hold || self.scanner.error().is_some() {
+            return None;
+        }
+        if let Some(remaining) = self.scanner.payload_remaining() {
+            return Some(remaining as usize);
+        }
+        // Between frames: the buffer may end with the first bytes of the next header.
+        match self.end - self.ready {
+            0 => Some(0),
+            partial => Some(HEADER_LEN.saturating_sub(partial)),
+        }
+    }
+
+    /// No free space is left, even after compaction and growth: the source is not read.
+    pub fn is_full(&self) -> bool {
+        self.end - self.start >= self.capacity
+    }
+
+    /// Bytes in the buffer, checked or not, that have not gone to the sink yet.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start + (self.prefix.len() - self.prefix_sent)
     }
 
     /// Checked bytes wait for the sink.
@@ -169,6 +188,19 @@ impl Pipe {
         &mut self,
         source: impl FnOnce(&mut [u8]) -> Result<Fill, E>,
     ) -> Result<bool, E> {
+        self.fill_at_most(usize::MAX, source)
+    }
+
+    /// [`Pipe::fill`], reading at most `max` bytes (a draining node reads only to the end of
+    /// the frame in progress).
+    pub fn fill_at_most<E>(
+        &mut self,
+        max: usize,
+        source: impl FnOnce(&mut [u8]) -> Result<Fill, E>,
+    ) -> Result<bool, E> {
+        if max == 0 {
+            return Ok(false);
+        }
         if self.source_ended {
             return Ok(false);
         }
@@ -186,10 +218,11 @@ impl Pipe {
         if self.end == self.buf.len() {
             return Ok(false);
         }
-        match source(&mut self.buf[self.end..])? {
+        let room = (self.buf.len() - self.end).min(max);
+        match source(&mut self.buf[self.end..self.end + room])? {
             Fill::Data(0) | Fill::Blocked => Ok(false),
             Fill::Data(n) => {
-                let filled_all = self.end + n == self.buf.len();
+                let filled_all = self.end + n == self.buf.len() && n == room;
                 self.end += n;
                 self.bytes_in += n as u64;
                 if filled_all && self.buf.len() < self.capacity {

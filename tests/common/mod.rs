@@ -519,9 +519,20 @@ pub fn links_open(node: &NodeProcess) -> Option<u64> {
     tail.split(' ').next()?.parse().ok()
 }
 
-/// Waits until the latest stats lines of `node` say it holds no link.
+/// From the last stats line of `node`: route connects waiting for a retry.
+pub fn routes_waiting(node: &NodeProcess) -> Option<u64> {
+    let log = node.log_text();
+    let line = log.lines().rev().find(|l| l.contains("stats: peers"))?;
+    let tail = line.split("route retries ").nth(1)?;
+    tail.split('(').nth(1)?.split(' ').next()?.parse().ok()
+}
+
+/// Waits until the latest stats lines of `node` say it holds no link (and no route connect
+/// waits to become one).
 pub fn expect_no_links(node: &NodeProcess, timeout: Duration) {
-    let ok = wait_until(timeout, || links_open(node) == Some(0));
+    let ok = wait_until(timeout, || {
+        links_open(node) == Some(0) && routes_waiting(node) == Some(0)
+    });
     assert!(
         ok,
         "node {} still holds links after {timeout:?} (last count {:?})",

@@ -68,11 +68,18 @@ pub fn decoder(data: &[u8]) {
             assert_eq!(f.payload.len(), f.header.len as usize);
             wire.extend_from_slice(&f.prefix);
             wire.extend_from_slice(&f.payload);
-            let canonical = f.header.try_encode().expect("a decoded header is encodable");
+            let canonical = f
+                .header
+                .try_encode()
+                .expect("a decoded header is encodable");
             let again = FrameHeader::parse(&canonical, LengthReading::Spec);
             assert_eq!(again, Ok(f.header), "canonical prefix {canonical:02x?}");
         }
-        assert_eq!(wire, stream[..whole.consumed], "frames are the consumed bytes");
+        assert_eq!(
+            wire,
+            stream[..whole.consumed],
+            "frames are the consumed bytes"
+        );
         for cuts in chunkings(stream).into_iter().skip(1) {
             assert_eq!(decode_chunked(stream, &cuts, reading, limit), whole);
         }
@@ -253,11 +260,7 @@ fn decode_chunked(stream: &[u8], cuts: &[usize], reading: LengthReading, limit: 
         frames,
         consumed,
         error,
-        buffered: if error.is_some() {
-            0
-        } else {
-            d.buffered()
-        },
+        buffered: if error.is_some() { 0 } else { d.buffered() },
     }
 }
 
@@ -370,7 +373,10 @@ fn check_scan_against_decode(
         let (kind, len) = (header.kind, header.len);
         count(kind, &mut pings, &mut pongs);
         let body = &tail[HEADER_LEN..];
-        assert!(body.len() < len as usize, "a complete frame was left in the tail");
+        assert!(
+            body.len() < len as usize,
+            "a complete frame was left in the tail"
+        );
         if kind == FrameKind::Message {
             forwarded.extend_from_slice(tail);
             message_bytes += body.len() as u64;
@@ -380,8 +386,14 @@ fn check_scan_against_decode(
         }
         boundary = false;
     }
-    assert_eq!(got.error, want.error, "scanner and decoder disagree on the error");
-    assert!(got.forwarded == forwarded, "forwarded bytes differ from the decoded messages");
+    assert_eq!(
+        got.error, want.error,
+        "scanner and decoder disagree on the error"
+    );
+    assert!(
+        got.forwarded == forwarded,
+        "forwarded bytes differ from the decoded messages"
+    );
     assert_eq!(got.discarded, discarded);
     assert_eq!(
         (got.messages, got.message_bytes, got.pings, got.pongs),
@@ -390,7 +402,10 @@ fn check_scan_against_decode(
     assert_eq!(got.first_prefix, first);
     if want.error.is_none() {
         assert_eq!(got.at_boundary, boundary);
-        assert_eq!(got.consumed, want.consumed + if boundary { 0 } else { tail.len() });
+        assert_eq!(
+            got.consumed,
+            want.consumed + if boundary { 0 } else { tail.len() }
+        );
         assert_eq!(want.buffered, tail.len());
     } else {
         assert_eq!(got.consumed, want.consumed);

@@ -48,8 +48,14 @@ fn config_seeds() {
 /// from files that reach the validation rules (a seed that is refused at once explores little).
 #[test]
 fn config_seeds_include_accepted_files() {
-    for name in ["docs_config_example.toml", "readme_node_a.toml", "node_b_accepts_only.toml"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config").join(name);
+    for name in [
+        "docs_config_example.toml",
+        "readme_node_a.toml",
+        "node_b_accepts_only.toml",
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/config")
+            .join(name);
         let text = std::fs::read_to_string(&path).expect("seed");
         assert!(!fuzzing::needs_name_lookup(&text), "{name}");
         let parsed = rlinkd::config::NodeConfig::from_toml_str(&text, Path::new("/etc/rlinkd"));
@@ -60,6 +66,9 @@ fn config_seeds_include_accepted_files() {
 #[test]
 fn every_target_has_a_corpus() {
     for t in fuzzing::TARGETS {
-        assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(t).is_dir());
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(t)
+            .is_dir());
     }
 }

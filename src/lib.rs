@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
+pub mod fuzzing;
 pub mod io;
 pub mod ktls;
 pub mod node;

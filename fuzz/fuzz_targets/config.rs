@@ -1,0 +1,4 @@
+#![no_main]
+// The body and its invariants live in the library (rlinkd::fuzzing::config), where
+// tests/fuzz_corpus.rs runs them on fuzz/corpus/config/ in every CI run.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rlinkd::fuzzing::config(data));

@@ -1,0 +1,4 @@
+#![no_main]
+// The body and its invariants live in the library (rlinkd::fuzzing::decoder), where
+// tests/fuzz_corpus.rs runs them on fuzz/corpus/decoder/ in every CI run.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rlinkd::fuzzing::decoder(data));

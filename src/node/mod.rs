@@ -1289,8 +1289,16 @@ fn log_link_end(link: &Link, why: &str, failed: bool) {
         Role::Acceptor { .. } => "in",
     };
     let secs = link.opened.elapsed().as_secs_f64();
+    let dropped = if link.discarded > 0 {
+        format!(
+            "; {} bytes the local side sent after this node stopped relaying it were dropped",
+            link.discarded
+        )
+    } else {
+        String::new()
+    };
     let msg = format!(
-        "link {dir} peer={} route={} realm={realm} to_router={}f/{}B to_client={}f/{}B after {secs:.1}s: {why}",
+        "link {dir} peer={} route={} realm={realm} to_router={}f/{}B to_client={}f/{}B after {secs:.1}s: {why}{dropped}",
         link.role.peer(),
         link.role.route(),
         c.to_router_frames,

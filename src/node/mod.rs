@@ -454,17 +454,11 @@ impl Node {
                         p.dialing = None;
                         p.dial_established = Some((conn, now));
                     }
+                    // The driver has closed them (they failed its liveness probe) or they were
+                    // closing already; their links end with their Closed events.
                     let old = p.superseded_by(conn, direction);
                     p.conns.retain(|(c, _)| !old.contains(c));
                     p.conns.push((conn, direction));
-                    for c in old {
-                        tracing::info!(peer = %peer, "closing an older connection replaced by the new one");
-                        self.driver.close(
-                            c,
-                            ConnCode::Superseded,
-                            "replaced by a newer connection",
-                        );
-                    }
                     self.open_waiting(i, now);
                 }
                 DriverEvent::Closed {
@@ -540,9 +534,8 @@ impl Node {
                     p.redial_at = Some(now + delay);
                 }
             }
-            (None, _) if !was_established && !stopping => {
-                tracing::warn!(%addr, "incoming connection failed before it was established: {reason}");
-            }
+            // An incoming handshake that failed: anyone can cause these, so the driver counts them
+            // and logs a summary at most once per second instead of a line each.
             _ => {}
         }
     }
@@ -870,6 +863,19 @@ impl Node {
             match self.udp.send(&t) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 _ => self.tx_pending = None,
+            }
+        }
+        while let Some(b) = self.driver.poll_stateless(&mut self.tx_buf) {
+            let t = Transmit {
+                to: b.to,
+                contents: &self.tx_buf[..b.len],
+                segment_size: b.segment_size,
+            };
+            if let Err(e) = self.udp.send(&t) {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.tx_pending = Some(b);
+                    return;
+                }
             }
         }
         let segments = self.udp.max_gso_segments();

@@ -129,23 +129,17 @@ fn flood(target: SocketAddr, mode: Mode, foreign: &Path) -> Flood {
                     conns.insert(scid, (conn, k, Instant::now()));
                 }
             }
-            loop {
-                match sock.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        report.datagrams_received += 1;
-                        let Ok(hdr) = quiche::Header::from_slice(&mut buf[..n], FLOOD_CID_LEN)
-                        else {
-                            continue;
-                        };
-                        if let Some((c, k, _)) = conns.get_mut(hdr.dcid.as_ref()) {
-                            if *k == Kind::Stall && hdr.ty != quiche::Type::Retry {
-                                continue;
-                            }
-                            c.recv(&mut buf[..n], quiche::RecvInfo { from, to: local })
-                                .ok();
-                        }
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                report.datagrams_received += 1;
+                let Ok(hdr) = quiche::Header::from_slice(&mut buf[..n], FLOOD_CID_LEN) else {
+                    continue;
+                };
+                if let Some((c, k, _)) = conns.get_mut(hdr.dcid.as_ref()) {
+                    if *k == Kind::Stall && hdr.ty != quiche::Type::Retry {
+                        continue;
                     }
-                    Err(_) => break,
+                    c.recv(&mut buf[..n], quiche::RecvInfo { from, to: local })
+                        .ok();
                 }
             }
             let now = Instant::now();
@@ -245,7 +239,10 @@ fn stats_counter(node: &rlinkd::cluster::NodeProcess, label: &str) -> u64 {
         .nth(1)
         .unwrap_or_else(|| panic!("no handshake counters in {line}"));
     tail.split(", ")
-        .find_map(|part| part.strip_suffix(label).or_else(|| part.split(';').next()?.strip_suffix(label)))
+        .find_map(|part| {
+            part.strip_suffix(label)
+                .or_else(|| part.split(';').next()?.strip_suffix(label))
+        })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {label:?} counter in {line}"))
 }

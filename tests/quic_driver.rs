@@ -317,7 +317,10 @@ fn an_initial_without_a_token_gets_a_retry_and_keeps_no_state() {
     for mut d in drain(&mut net.a) {
         assert_eq!(net.b.driver.recv(&mut d, a_addr, now), None);
     }
-    assert!(net.b.driver.conn_ids().is_empty(), "b holds state for an unvalidated address");
+    assert!(
+        net.b.driver.conn_ids().is_empty(),
+        "b holds state for an unvalidated address"
+    );
     let retries = drain(&mut net.b);
     assert!(!retries.is_empty(), "b did not answer the Initial");
     assert!(retries
@@ -342,6 +345,7 @@ fn an_initial_without_a_token_gets_a_retry_and_keeps_no_state() {
     assert_eq!(net.b.driver.stats().invalid_tokens, 2);
     assert!(net.b.driver.conn_ids().is_empty());
 
+    let replay = with_token[0].clone();
     // From the right address, in time: the handshake completes.
     for mut d in second {
         net.b.driver.recv(&mut d, a_addr, now);
@@ -352,6 +356,21 @@ fn an_initial_without_a_token_gets_a_retry_and_keeps_no_state() {
             .is_some()
             && Net::established(&n.b).is_some())
     );
+
+    // A token opens one connection: once it has ended, a copy of its Initial opens nothing.
+    let conn_b = Net::established(&net.b).unwrap().0;
+    net.b
+        .driver
+        .close(conn_b, rlinkd::quic::codes::ConnCode::Shutdown, "test");
+    assert!(net.run_until(Duration::from_secs(10), |n| n
+        .b
+        .driver
+        .conn_ids()
+        .is_empty()));
+    let mut copy = replay;
+    assert_eq!(net.b.driver.recv(&mut copy, a_addr, Instant::now()), None);
+    assert_eq!(net.b.driver.stats().invalid_tokens, 3);
+    assert!(net.b.driver.conn_ids().is_empty());
 }
 
 fn quiet_driver(dir: &Path, node: &str, addr: SocketAddr, allowed: &[&str]) -> QuicDriver {
@@ -536,14 +555,25 @@ fn a_second_live_process_with_the_same_identity_is_refused_and_the_first_keeps_i
     let dir = certs();
     let mut mesh = two_as(dir.path());
     let b_addr = mesh.sides[1].addr;
-    mesh.sides[0].driver.connect("b", b_addr, Instant::now()).unwrap();
-    assert!(mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1]).len() == 1));
+    mesh.sides[0]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
+            .len()
+            == 1)
+    );
     let first = established_on(&mesh.sides[1])[0];
 
     // The impostor dials b; the real a keeps answering (keepalives, ACKs).
-    mesh.sides[2].driver.connect("b", b_addr, Instant::now()).unwrap();
+    mesh.sides[2]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
     assert!(
-        mesh.run_until(Duration::from_secs(10), |m| closed_reason(&m.sides[2]).is_some()),
+        mesh.run_until(Duration::from_secs(10), |m| closed_reason(&m.sides[2])
+            .is_some()),
         "the impostor's connection was not closed"
     );
     let why = closed_reason(&mesh.sides[2]).unwrap();
@@ -556,7 +586,10 @@ fn a_second_live_process_with_the_same_identity_is_refused_and_the_first_keeps_i
     assert!(b.driver.conn(first).is_some_and(|c| c.is_established()));
     assert_eq!(b.driver.stats().duplicates_refused, 1);
     assert_eq!(b.driver.stats().superseded, 0);
-    assert!(closed_reason(&mesh.sides[0]).is_none(), "the real a lost its connection");
+    assert!(
+        closed_reason(&mesh.sides[0]).is_none(),
+        "the real a lost its connection"
+    );
 }
 
 #[test]
@@ -564,22 +597,36 @@ fn a_new_connection_replaces_one_whose_process_died() {
     let dir = certs();
     let mut mesh = two_as(dir.path());
     let b_addr = mesh.sides[1].addr;
-    mesh.sides[0].driver.connect("b", b_addr, Instant::now()).unwrap();
-    assert!(mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1]).len() == 1));
+    mesh.sides[0]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
+            .len()
+            == 1)
+    );
     let first = established_on(&mesh.sides[1])[0];
 
     // The first process dies silently (no close, no ICMP); a new one with its identity dials.
     mesh.dead[0] = true;
-    mesh.sides[2].driver.connect("b", b_addr, Instant::now()).unwrap();
+    mesh.sides[2]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
     assert!(
-        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1]).len() == 2),
+        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
+            .len()
+            == 2),
         "b did not accept the restarted peer"
     );
     let b = &mesh.sides[1];
     assert_eq!(b.driver.stats().superseded, 1);
     assert_eq!(b.driver.stats().duplicates_refused, 0);
     assert!(
-        b.driver.conn(first).is_none_or(|c| !c.is_established() || c.quic.local_error().is_some()),
+        b.driver
+            .conn(first)
+            .is_none_or(|c| !c.is_established() || c.quic.local_error().is_some()),
         "the dead connection was not closed"
     );
     assert!(closed_reason(&mesh.sides[2]).is_none());

@@ -75,7 +75,11 @@ fn certificate_from_another_ca_is_refused() {
     );
     // Anyone can make a handshake fail, so node b summarises failures (at most a line a second)
     // and names the last one.
-    expect_log(&node_b, "incoming handshakes refused in the last", CONNECT_WAIT);
+    expect_log(
+        &node_b,
+        "incoming handshakes refused in the last",
+        CONNECT_WAIT,
+    );
     let line = find_line(&node_b, &["incoming handshakes refused in the last"]).unwrap();
     assert!(
         line.contains("unknown_ca") && line.contains("last from 127.0.0.1:"),
@@ -369,7 +373,10 @@ fn a_second_process_with_the_same_identity_never_displaces_the_live_one() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(impostor.is_running());
-    let refused = format!("refused a second connection for peer \"a\" from 127.0.0.1:{}", impostor_plan.quic_port);
+    let refused = format!(
+        "refused a second connection for peer \"a\" from 127.0.0.1:{}",
+        impostor_plan.quic_port
+    );
     let connected = format!("is connected from 127.0.0.1:{}", a.quic_port);
     let n = count_lines(&node_b, &[&refused, &connected]);
     assert!(

@@ -499,44 +499,42 @@ impl Node {
         self.preambles.retain(|(c, _), _| *c != conn);
         let i = peer.as_ref().and_then(|p| self.peer_index.get(p)).copied();
         let stopping = self.stopping.is_some();
-        match (i, direction) {
-            (Some(i), _) => {
-                let p = &mut self.peers[i];
-                p.conns.retain(|(c, _)| *c != conn);
-                let ours = direction == Direction::Outgoing;
-                if ours && p.dialing == Some(conn) {
-                    p.dialing = None;
-                }
-                if was_established {
-                    tracing::warn!(peer = %p.name, %addr, links_closed = n, "peer connection lost: {reason}");
-                }
-                if let Some((_, since)) = p.dial_established.filter(|(c, _)| ours && *c == conn) {
-                    p.dial_established = None;
-                    if now.duration_since(since) >= peers::STABLE_CONNECTION {
-                        p.backoff.reset();
-                        p.failures = 0;
-                    }
-                }
-                if ours
-                    && !stopping
-                    && p.dialing.is_none()
-                    && !p.conns.iter().any(|(_, d)| *d == Direction::Outgoing)
-                {
-                    p.failures += 1;
-                    let delay = p.backoff.next_delay();
-                    if !was_established {
-                        if p.failures <= 3 || p.failures.is_multiple_of(10) {
-                            tracing::warn!(peer = %p.name, %addr, attempt = p.failures, "cannot reach peer: {reason}; retrying in {delay:.1?}");
-                        } else {
-                            tracing::debug!(peer = %p.name, %addr, "cannot reach peer: {reason}; retrying in {delay:.1?}");
-                        }
-                    }
-                    p.redial_at = Some(now + delay);
+        // No peer: an incoming handshake that failed. Anyone can cause these, so the driver counts
+        // them and logs a summary at most once per second instead of a line each.
+        let Some(i) = i else {
+            return;
+        };
+        let p = &mut self.peers[i];
+        p.conns.retain(|(c, _)| *c != conn);
+        let ours = direction == Direction::Outgoing;
+        if ours && p.dialing == Some(conn) {
+            p.dialing = None;
+        }
+        if was_established {
+            tracing::warn!(peer = %p.name, %addr, links_closed = n, "peer connection lost: {reason}");
+        }
+        if let Some((_, since)) = p.dial_established.filter(|(c, _)| ours && *c == conn) {
+            p.dial_established = None;
+            if now.duration_since(since) >= peers::STABLE_CONNECTION {
+                p.backoff.reset();
+                p.failures = 0;
+            }
+        }
+        if ours
+            && !stopping
+            && p.dialing.is_none()
+            && !p.conns.iter().any(|(_, d)| *d == Direction::Outgoing)
+        {
+            p.failures += 1;
+            let delay = p.backoff.next_delay();
+            if !was_established {
+                if p.failures <= 3 || p.failures.is_multiple_of(10) {
+                    tracing::warn!(peer = %p.name, %addr, attempt = p.failures, "cannot reach peer: {reason}; retrying in {delay:.1?}");
+                } else {
+                    tracing::debug!(peer = %p.name, %addr, "cannot reach peer: {reason}; retrying in {delay:.1?}");
                 }
             }
-            // An incoming handshake that failed: anyone can cause these, so the driver counts them
-            // and logs a summary at most once per second instead of a line each.
-            _ => {}
+            p.redial_at = Some(now + delay);
         }
     }
 

@@ -10,9 +10,11 @@
 //! | odcid | tag (16)`, the tag being HMAC-SHA256 under a random per-process key over everything
 //! before it, the client's address and the Retry's source connection ID (the DCID of the Initial
 //! that brings the token back). So a token is only good from the address it was sent to, for the
-//! one connection ID it names, for [`TOKEN_LIFETIME`]; it never outlives the process.
+//! one connection ID it names, for [`TOKEN_LIFETIME`]; it never outlives the process. It opens one
+//! connection: a copy that arrives after that connection ended (a late retransmission, a replay)
+//! is refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,9 @@ pub const MAX_HANDSHAKING_PER_SOURCE: u32 = 8;
 /// How long a Retry token is accepted after it was issued: the client echoes it within a round
 /// trip; retransmissions of that Initial come within the handshake timeout.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3);
+/// Tokens remembered as used; past this many within [`TOKEN_LIFETIME`] the oldest are forgotten
+/// (a flood that large from validated addresses is stopped by the limits anyway).
+const MAX_USED_TOKENS: usize = 16_384;
 /// Unauthenticated handshake failures are summarised at most this often.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -49,6 +54,8 @@ pub enum TokenError {
     BadTag,
     #[error("token expired")]
     Expired,
+    #[error("token already used")]
+    Used,
 }
 
 /// Which limit refused a handshake.
@@ -65,6 +72,9 @@ pub struct Admission {
     total: usize,
     per_ip: HashMap<IpAddr, u32>,
     per_source: HashMap<SocketAddr, u32>,
+    /// Connection IDs whose token opened a connection, oldest first, until the token expires.
+    used: HashSet<Vec<u8>>,
+    used_order: VecDeque<(Instant, Vec<u8>)>,
     summary: Summary,
 }
 
@@ -81,6 +91,8 @@ impl Admission {
             total: 0,
             per_ip: HashMap::new(),
             per_source: HashMap::new(),
+            used: HashSet::new(),
+            used_order: VecDeque::new(),
             summary: Summary::new(now),
         }
     }
@@ -126,9 +138,7 @@ impl Admission {
         }
         let (odcid, tag) = rest.split_at(usize::from(len));
         let body = &token[..token.len() - TAG_LEN];
-        let expected = self
-            .tag(body, from, dcid)
-            .ok_or(TokenError::Malformed)?;
+        let expected = self.tag(body, from, dcid).ok_or(TokenError::Malformed)?;
         if !boring::memcmp::eq(&expected, tag) {
             return Err(TokenError::BadTag);
         }
@@ -142,7 +152,26 @@ impl Admission {
         if age > TOKEN_LIFETIME {
             return Err(TokenError::Expired);
         }
+        if self.used.contains(dcid) {
+            return Err(TokenError::Used);
+        }
         Ok(ConnectionId::from_vec(odcid.to_vec()))
+    }
+
+    /// Marks the token of the Initial with destination `dcid` as used: it opened a connection.
+    pub fn consume(&mut self, dcid: &[u8], now: Instant) {
+        while let Some((t, cid)) = self.used_order.front() {
+            if now.saturating_duration_since(*t) <= TOKEN_LIFETIME
+                && self.used_order.len() < MAX_USED_TOKENS
+            {
+                break;
+            }
+            self.used.remove(cid);
+            self.used_order.pop_front();
+        }
+        if self.used.insert(dcid.to_vec()) {
+            self.used_order.push_back((now, dcid.to_vec()));
+        }
     }
 
     fn tag(&self, body: &[u8], from: SocketAddr, retry_scid: &[u8]) -> Option<[u8; TAG_LEN]> {
@@ -296,7 +325,10 @@ mod tests {
             Err(TokenError::BadTag)
         );
         let late = t0 + TOKEN_LIFETIME + Duration::from_millis(1);
-        assert_eq!(a.validate(&tok, from, &scid, late), Err(TokenError::Expired));
+        assert_eq!(
+            a.validate(&tok, from, &scid, late),
+            Err(TokenError::Expired)
+        );
         // Another process (key) does not accept it.
         let b = Admission::new(t0);
         assert_eq!(b.validate(&tok, from, &scid, t0), Err(TokenError::BadTag));
@@ -307,6 +339,12 @@ mod tests {
             assert!(a.validate(&t, from, &scid, t0).is_err(), "bit flip at {i}");
             assert!(a.validate(&tok[..i], from, &scid, t0).is_err());
         }
+        // One connection per token.
+        let mut a = a;
+        a.consume(&scid, t0);
+        assert_eq!(a.validate(&tok, from, &scid, t0), Err(TokenError::Used));
+        let tok2 = a.mint(from, &odcid, &[5u8; 20], t0).unwrap();
+        assert!(a.validate(&tok2, from, &[5u8; 20], t0).is_ok());
     }
 
     #[test]
@@ -329,7 +367,9 @@ mod tests {
         let mut n = a.in_progress();
         for i in 0..=255u8 {
             for j in 0..4u16 {
-                if a.admit(addr(&format!("198.51.100.{i}:{}", 100 + j))).is_ok() {
+                if a.admit(addr(&format!("198.51.100.{i}:{}", 100 + j)))
+                    .is_ok()
+                {
                     n += 1;
                 }
             }

@@ -52,7 +52,9 @@ const MAX_STATELESS: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// TLS in progress; dropped at `deadline`.
-    Handshaking { deadline: Instant },
+    Handshaking {
+        deadline: Instant,
+    },
     /// Identity checked, but the peer already has a connection in this direction: waiting for
     /// that one's answer to a liveness probe. Serves no streams meanwhile.
     Probing,
@@ -315,18 +317,19 @@ impl QuicDriver {
                 .note_failure(from, format!("{limit:?} handshake limit reached"));
             return None;
         }
+        self.admission.consume(&hdr.dcid, now);
         // The client's DCID is the Retry's source connection ID: one this node issued, bound to
         // the token's tag, so it is safe to use as the connection's own ID.
         let scid = hdr.dcid.clone().into_owned();
-        let quic = match quiche::accept(&scid, Some(&odcid), self.local_addr, from, &mut self.config)
-        {
-            Ok(q) => q,
-            Err(e) => {
-                self.admission.release(from);
-                tracing::debug!(%from, error = %e, "cannot accept connection");
-                return None;
-            }
-        };
+        let quic =
+            match quiche::accept(&scid, Some(&odcid), self.local_addr, from, &mut self.config) {
+                Ok(q) => q,
+                Err(e) => {
+                    self.admission.release(from);
+                    tracing::debug!(%from, error = %e, "cannot accept connection");
+                    return None;
+                }
+            };
         Some(self.insert(quic, from, Direction::Incoming, None, vec![scid], now))
     }
 
@@ -341,7 +344,14 @@ impl QuicDriver {
             return;
         };
         let mut out = [0u8; 512];
-        match quiche::retry(&hdr.scid, &hdr.dcid, &new_scid, &token, hdr.version, &mut out) {
+        match quiche::retry(
+            &hdr.scid,
+            &hdr.dcid,
+            &new_scid,
+            &token,
+            hdr.version,
+            &mut out,
+        ) {
             Ok(n) => {
                 self.stats.retries_sent += 1;
                 self.stateless.push_back((out[..n].to_vec(), from));
@@ -584,7 +594,13 @@ impl QuicDriver {
 
     /// Drops a connection whose handshake did not complete in time, without a packet: there is
     /// no authenticated peer to tell, and a flood must not cost a send.
+    /// A handshake that failed and is closing (its CONNECTION_CLOSE had the time to leave) ends
+    /// as failed, not as timed out.
     fn handshake_timed_out(&mut self, id: ConnId) {
+        if self.conns.get(&id).is_some_and(|c| !c.is_live()) {
+            self.end(id);
+            return;
+        }
         let Some(c) = self.forget(id) else { return };
         let reason = format!("handshake not completed within {HANDSHAKE_TIMEOUT:?}");
         if c.direction == Direction::Incoming {
@@ -598,6 +614,26 @@ impl QuicDriver {
             addr: c.peer_addr,
             reason,
             was_established: false,
+        });
+    }
+
+    /// Forgets a connection that closed, with the reason quiche gives.
+    fn end(&mut self, id: ConnId) {
+        let Some(c) = self.forget(id) else {
+            return;
+        };
+        let reason = close_reason(&c);
+        if c.direction == Direction::Incoming && matches!(c.state, State::Handshaking { .. }) {
+            self.stats.handshakes_failed += 1;
+            self.admission.note_failure(c.peer_addr, reason.clone());
+        }
+        self.events.push_back(DriverEvent::Closed {
+            conn: id,
+            peer: c.peer.clone(),
+            direction: c.direction,
+            addr: c.peer_addr,
+            reason,
+            was_established: c.is_established(),
         });
     }
 
@@ -626,23 +662,22 @@ impl QuicDriver {
                 }
             }
         }
-        if self.conns.get(&id).is_some_and(|c| c.quic.is_closed()) {
-            let Some(c) = self.forget(id) else {
-                return;
-            };
-            let reason = close_reason(&c);
-            if c.direction == Direction::Incoming && matches!(c.state, State::Handshaking { .. }) {
-                self.stats.handshakes_failed += 1;
-                self.admission.note_failure(c.peer_addr, reason.clone());
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if matches!(c.state, State::Handshaking { .. }) && !c.is_live() {
+            // A failed handshake no longer counts against the limits while it closes. One the
+            // peer closed (draining) has nothing left to send: it ends now, not 3 PTOs later.
+            if std::mem::take(&mut c.slot) {
+                self.admission.release(c.peer_addr);
             }
-            self.events.push_back(DriverEvent::Closed {
-                conn: id,
-                peer: c.peer.clone(),
-                direction: c.direction,
-                addr: c.peer_addr,
-                reason,
-                was_established: c.is_established(),
-            });
+            if c.quic.is_draining() {
+                self.end(id);
+                return;
+            }
+        }
+        if c.quic.is_closed() {
+            self.end(id);
         }
     }
 

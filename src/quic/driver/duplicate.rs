@@ -20,7 +20,13 @@ pub(super) struct Probe {
 }
 
 impl QuicDriver {
-    pub(super) fn on_verified(&mut self, id: ConnId, peer: String, direction: Direction, now: Instant) {
+    pub(super) fn on_verified(
+        &mut self,
+        id: ConnId,
+        peer: String,
+        direction: Direction,
+        now: Instant,
+    ) {
         let incumbents: Vec<ConnId> = self
             .conns
             .iter()

@@ -161,8 +161,8 @@ fn flood(target: SocketAddr, mode: Mode, foreign: &Path) -> Flood {
     Flood { stop, handle }
 }
 
-/// Node a is killed and restarted while `mode` floods node b; returns how long the restarted
-/// node took to carry a working link again.
+/// Node a is killed and restarted while `mode` floods node b: the restarted node must carry a
+/// working link again within 2 s, and b must account for the flood.
 fn restart_during_flood(mode: Mode) {
     let env = Env::new(&["a", "b"]);
     let foreign = env.path("foreign");
@@ -195,9 +195,11 @@ fn restart_during_flood(mode: Mode) {
         report.datagrams_received > 0 && report.connections >= RATE as u64,
         "the flood was not real: {report:?}"
     );
-    // The restarted node dials at once; during the flood the old code took 7-28 s.
+    // The restarted node dials at once and is back in about 0.3 s (a Retry round trip, the
+    // handshake, 300 ms for b's liveness probe of the dead connection). Before address
+    // validation and handshake limits it took 7 s (mixed flood) or more than 30 s (stalling).
     assert!(
-        took < Duration::from_secs(5),
+        took < Duration::from_secs(2),
         "{mode:?}: the restarted peer took {took:?} to reconnect during the flood"
     );
     // The flood is visible in b's stats line, and refusals are summarised, not logged one by one.

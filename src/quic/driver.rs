@@ -289,8 +289,8 @@ impl QuicDriver {
             return None;
         }
         if !quiche::version_is_supported(hdr.version) {
-            // Version negotiation is answered by the caller's next send; rlinkd nodes speak one
-            // version, so just count it.
+            // Not answered with a Version Negotiation packet: rlinkd nodes speak one version, so
+            // a node of another one is misconfigured, and the count in the stats says so.
             self.stats.version_negotiations += 1;
             return None;
         }

@@ -27,6 +27,16 @@ impl QuicDriver {
         direction: Direction,
         now: Instant,
     ) {
+        // Checked first: even if the incumbent has just gone, the earlier newcomer gets the place.
+        if let Some(p) = self
+            .probes
+            .iter()
+            .find(|p| p.peer == peer && p.direction == direction)
+        {
+            let old = p.incumbents.first().map(|(o, _)| *o);
+            self.refuse_duplicate(id, old, "a liveness probe of its connection is under way");
+            return;
+        }
         let incumbents: Vec<ConnId> = self
             .conns
             .iter()
@@ -41,15 +51,6 @@ impl QuicDriver {
             .collect();
         if incumbents.is_empty() {
             self.establish(id, now);
-            return;
-        }
-        if let Some(p) = self
-            .probes
-            .iter()
-            .find(|p| p.peer == peer && p.direction == direction)
-        {
-            let old = p.incumbents.first().map(|(o, _)| *o);
-            self.refuse_duplicate(id, old, "a liveness probe of its connection is under way");
             return;
         }
         let mut wait = PROBE_MIN_WAIT;

@@ -78,6 +78,9 @@ impl Net {
         let now = Instant::now();
         let mut buf = vec![0u8; 65_536];
         for (to_b, side) in [(true, &mut self.a), (false, &mut self.b)] {
+            while let Some(batch) = side.driver.poll_stateless(&mut buf) {
+                self.in_flight.push((to_b, buf[..batch.len].to_vec()));
+            }
             for cid in side.driver.conn_ids() {
                 while let Some(batch) = side.driver.poll_transmit(cid, &mut buf, 16, now) {
                     for d in buf[..batch.len].chunks(batch.segment_size) {
@@ -188,7 +191,7 @@ fn a_certificate_naming_an_unconfigured_peer_is_refused() {
         reason.contains("configured peer"),
         "dialer learns why: {reason}"
     );
-    assert_eq!(net.b.driver.stats().handshakes_refused, 1);
+    assert_eq!(net.b.driver.stats().peers_refused, 1);
 }
 
 #[test]
@@ -269,4 +272,362 @@ fn junk_datagrams_are_counted_and_ignored() {
         net.run_until(Duration::from_secs(10), |n| Net::established(&n.b)
             .is_some())
     );
+}
+
+/// Every datagram `side` has to send now, Retry packets included.
+fn drain(side: &mut Side) -> Vec<Vec<u8>> {
+    let now = Instant::now();
+    let mut buf = vec![0u8; 65_536];
+    let mut out = Vec::new();
+    while let Some(b) = side.driver.poll_stateless(&mut buf) {
+        out.push(buf[..b.len].to_vec());
+    }
+    for cid in side.driver.conn_ids() {
+        while let Some(b) = side.driver.poll_transmit(cid, &mut buf, 16, now) {
+            out.extend(buf[..b.len].chunks(b.segment_size).map(<[u8]>::to_vec));
+        }
+    }
+    out
+}
+
+fn packet_type(d: &[u8]) -> Option<quiche::Type> {
+    let mut d = d.to_vec();
+    quiche::Header::from_slice(&mut d, quiche::MAX_CONN_ID_LEN)
+        .ok()
+        .map(|h| h.ty)
+}
+
+fn token_of(d: &[u8]) -> Vec<u8> {
+    let mut d = d.to_vec();
+    quiche::Header::from_slice(&mut d, quiche::MAX_CONN_ID_LEN)
+        .ok()
+        .and_then(|h| h.token)
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_initial_without_a_token_gets_a_retry_and_keeps_no_state() {
+    let dir = certs();
+    let mut net = Net::new(dir.path(), "a", &["a"], 11);
+    let (a_addr, b_addr) = (net.a.addr, net.b.addr);
+    let now = Instant::now();
+    net.a.driver.connect("b", b_addr, now).unwrap();
+
+    // The client's first flight: b answers with Retry packets only, and keeps nothing.
+    for mut d in drain(&mut net.a) {
+        assert_eq!(net.b.driver.recv(&mut d, a_addr, now), None);
+    }
+    assert!(
+        net.b.driver.conn_ids().is_empty(),
+        "b holds state for an unvalidated address"
+    );
+    let retries = drain(&mut net.b);
+    assert!(!retries.is_empty(), "b did not answer the Initial");
+    assert!(retries
+        .iter()
+        .all(|d| packet_type(d) == Some(quiche::Type::Retry)));
+    assert_eq!(net.b.driver.stats().retries_sent, retries.len() as u64);
+    for mut d in retries {
+        net.a.driver.recv(&mut d, b_addr, now);
+    }
+
+    // The client comes back with the token.
+    let second = drain(&mut net.a);
+    let with_token: Vec<&Vec<u8>> = second.iter().filter(|d| !token_of(d).is_empty()).collect();
+    assert!(!with_token.is_empty(), "the client did not echo a token");
+    // The same token from another address, or too late, is refused without state.
+    let elsewhere: SocketAddr = "10.255.0.9:4433".parse().unwrap();
+    let mut copy = with_token[0].clone();
+    assert_eq!(net.b.driver.recv(&mut copy, elsewhere, now), None);
+    let mut copy = with_token[0].clone();
+    let late = now + Duration::from_secs(4);
+    assert_eq!(net.b.driver.recv(&mut copy, a_addr, late), None);
+    assert_eq!(net.b.driver.stats().invalid_tokens, 2);
+    assert!(net.b.driver.conn_ids().is_empty());
+
+    let replay = with_token[0].clone();
+    // From the right address, in time: the handshake completes.
+    for mut d in second {
+        net.b.driver.recv(&mut d, a_addr, now);
+    }
+    assert_eq!(net.b.driver.conn_ids().len(), 1);
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| Net::established(&n.a)
+            .is_some()
+            && Net::established(&n.b).is_some())
+    );
+
+    // A token opens one connection: once it has ended, a copy of its Initial opens nothing.
+    let conn_b = Net::established(&net.b).unwrap().0;
+    net.b
+        .driver
+        .close(conn_b, rlinkd::quic::codes::ConnCode::Shutdown, "test");
+    assert!(net.run_until(Duration::from_secs(10), |n| n
+        .b
+        .driver
+        .conn_ids()
+        .is_empty()));
+    let mut copy = replay;
+    assert_eq!(net.b.driver.recv(&mut copy, a_addr, Instant::now()), None);
+    assert_eq!(net.b.driver.stats().invalid_tokens, 3);
+    assert!(net.b.driver.conn_ids().is_empty());
+}
+
+fn quiet_driver(dir: &Path, node: &str, addr: SocketAddr, allowed: &[&str]) -> QuicDriver {
+    // A long idle timeout: only the handshake timeout can end a handshake within the test.
+    let mut q = settings(dir, node, addr);
+    q.idle_timeout = Duration::from_secs(60);
+    let config = rlinkd::quic::tls::quiche_config(&q).expect("quiche config");
+    QuicDriver::new(
+        config,
+        addr,
+        allowed.iter().map(|s| s.to_string()),
+        q.keepalive_interval,
+    )
+}
+
+/// Runs `side`'s timers (dropping what it sends) until `done` or `limit`.
+fn tick_until(side: &mut Side, limit: Duration, mut done: impl FnMut(&Side) -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        drain(side);
+        if side.driver.timeout().is_some_and(|t| t <= Instant::now()) {
+            side.driver.on_timeout(Instant::now());
+        }
+        while let Some(ev) = side.driver.poll_event() {
+            side.events.push(ev);
+        }
+        if done(side) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+fn closed_reason(side: &Side) -> Option<String> {
+    side.events.iter().find_map(|e| match e {
+        DriverEvent::Closed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_handshake_that_does_not_complete_is_dropped_after_the_handshake_timeout() {
+    use rlinkd::quic::driver::HANDSHAKE_TIMEOUT;
+    let dir = certs();
+    let a_addr: SocketAddr = "10.255.0.1:4433".parse().unwrap();
+    let b_addr: SocketAddr = "10.255.0.2:4433".parse().unwrap();
+    let mut a = Side {
+        driver: quiet_driver(dir.path(), "a", a_addr, &["b"]),
+        addr: a_addr,
+        events: vec![],
+    };
+    let mut b = Side {
+        driver: quiet_driver(dir.path(), "b", b_addr, &["a"]),
+        addr: b_addr,
+        events: vec![],
+    };
+    let now = Instant::now();
+    a.driver.connect("b", b_addr, now).unwrap();
+    // Address validation, then the client's Initial with its token reaches b, and from then on
+    // the client is silent (a flood's client that never answers).
+    for mut d in drain(&mut a) {
+        b.driver.recv(&mut d, a_addr, now);
+    }
+    for mut d in drain(&mut b) {
+        a.driver.recv(&mut d, b_addr, now);
+    }
+    for mut d in drain(&mut a) {
+        b.driver.recv(&mut d, a_addr, now);
+    }
+    assert_eq!(b.driver.conn_ids().len(), 1);
+
+    // Both sides give up after the handshake timeout, well before the 60 s idle timeout.
+    let started = Instant::now();
+    let limit = HANDSHAKE_TIMEOUT + Duration::from_secs(5);
+    assert!(
+        tick_until(&mut b, limit, |s| s.driver.conn_ids().is_empty()),
+        "the acceptor still holds the half-open handshake"
+    );
+    assert_eq!(b.driver.stats().handshakes_timed_out, 1);
+    let why = closed_reason(&b).expect("a Closed event");
+    assert!(why.contains("handshake not completed"), "{why}");
+    assert!(
+        tick_until(&mut a, limit, |s| closed_reason(s).is_some()),
+        "the dialer is still waiting"
+    );
+    let why = closed_reason(&a).unwrap();
+    assert!(why.contains("handshake not completed"), "{why}");
+    assert!(started.elapsed() >= HANDSHAKE_TIMEOUT - Duration::from_millis(100));
+    assert!(a.driver.conn_ids().is_empty());
+}
+
+/// Nodes on one in-memory network (no loss), any of which can be "dead": what is sent to it or
+/// by it is dropped.
+struct Mesh {
+    sides: Vec<Side>,
+    dead: Vec<bool>,
+}
+
+impl Mesh {
+    fn step(&mut self) {
+        let mut flying: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        for (i, side) in self.sides.iter_mut().enumerate() {
+            let mut buf = vec![0u8; 65_536];
+            let now = Instant::now();
+            while let Some(b) = side.driver.poll_stateless(&mut buf) {
+                flying.push((side.addr, b.to, buf[..b.len].to_vec()));
+            }
+            for cid in side.driver.conn_ids() {
+                while let Some(b) = side.driver.poll_transmit(cid, &mut buf, 16, now) {
+                    for d in buf[..b.len].chunks(b.segment_size) {
+                        if !self.dead[i] {
+                            flying.push((side.addr, b.to, d.to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+        for (from, to, mut d) in flying {
+            if let Some(i) = self.sides.iter().position(|s| s.addr == to) {
+                if !self.dead[i] {
+                    self.sides[i].driver.recv(&mut d, from, Instant::now());
+                }
+            }
+        }
+        for side in &mut self.sides {
+            if side.driver.timeout().is_some_and(|t| t <= Instant::now()) {
+                side.driver.on_timeout(Instant::now());
+            }
+            while let Some(ev) = side.driver.poll_event() {
+                side.events.push(ev);
+            }
+        }
+    }
+
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Mesh) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            self.step();
+            if done(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+}
+
+/// Node b and two processes that both hold node a's certificate (at .1 and .3).
+fn two_as(dir: &Path) -> Mesh {
+    let addrs: Vec<SocketAddr> = ["10.255.0.1:4433", "10.255.0.2:4433", "10.255.0.3:4433"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let side = |cert: &str, addr: SocketAddr, allowed: &[&str]| Side {
+        driver: driver(dir, cert, addr, allowed),
+        addr,
+        events: vec![],
+    };
+    Mesh {
+        sides: vec![
+            side("a", addrs[0], &["b"]),
+            side("b", addrs[1], &["a"]),
+            side("a", addrs[2], &["b"]),
+        ],
+        dead: vec![false; 3],
+    }
+}
+
+fn established_on(side: &Side) -> Vec<ConnId> {
+    side.events
+        .iter()
+        .filter_map(|e| match e {
+            DriverEvent::Established { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_live_process_with_the_same_identity_is_refused_and_the_first_keeps_its_connection() {
+    let dir = certs();
+    let mut mesh = two_as(dir.path());
+    let b_addr = mesh.sides[1].addr;
+    mesh.sides[0]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
+            .len()
+            == 1)
+    );
+    let first = established_on(&mesh.sides[1])[0];
+
+    // The impostor dials b; the real a keeps answering (keepalives, ACKs).
+    mesh.sides[2]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| closed_reason(&m.sides[2])
+            .is_some()),
+        "the impostor's connection was not closed"
+    );
+    let why = closed_reason(&mesh.sides[2]).unwrap();
+    assert!(why.contains("duplicate identity"), "{why}");
+    // A while later, b still has exactly the first connection.
+    mesh.run_until(Duration::from_millis(500), |_| false);
+    let b = &mesh.sides[1];
+    assert_eq!(established_on(b), vec![first], "b switched to the impostor");
+    assert!(closed_reason(b).is_none_or(|r| !r.contains("superseded")));
+    assert!(b.driver.conn(first).is_some_and(|c| c.is_established()));
+    assert_eq!(b.driver.stats().duplicates_refused, 1);
+    assert_eq!(b.driver.stats().superseded, 0);
+    assert!(
+        closed_reason(&mesh.sides[0]).is_none(),
+        "the real a lost its connection"
+    );
+}
+
+#[test]
+fn a_new_connection_replaces_one_whose_process_died() {
+    let dir = certs();
+    let mut mesh = two_as(dir.path());
+    let b_addr = mesh.sides[1].addr;
+    mesh.sides[0]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
+            .len()
+            == 1)
+    );
+    let first = established_on(&mesh.sides[1])[0];
+
+    // The first process dies silently (no close, no ICMP); a new one with its identity dials.
+    mesh.dead[0] = true;
+    mesh.sides[2]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
+            .len()
+            == 2),
+        "b did not accept the restarted peer"
+    );
+    let b = &mesh.sides[1];
+    assert_eq!(b.driver.stats().superseded, 1);
+    assert_eq!(b.driver.stats().duplicates_refused, 0);
+    assert!(
+        b.driver
+            .conn(first)
+            .is_none_or(|c| !c.is_established() || c.quic.local_error().is_some()),
+        "the dead connection was not closed"
+    );
+    assert!(closed_reason(&mesh.sides[2]).is_none());
 }

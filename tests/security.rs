@@ -1,5 +1,6 @@
 //! Who may connect: certificates from another CA or naming another node are refused (and the
-//! logs say who and why), and junk datagrams on the QUIC port harm nothing.
+//! logs say who and why), a second process holding a node's certificate cannot take its place,
+//! and junk datagrams on the QUIC port harm nothing.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use rlinkd::cluster::{free_udp_port, NodePlan, NodeProcess};
 use rlinkd::endpoints::{EchoRouter, RawSocketClient, RouterOptions};
 
 /// A certificate folder for node `node` holding `cert_from/{as_cert}.pem|.key` as its
@@ -71,14 +73,16 @@ fn certificate_from_another_ca_is_refused() {
         "node a's log does not say who and why:\n{}",
         node_a.log_text()
     );
+    // Anyone can make a handshake fail, so node b summarises failures (at most a line a second)
+    // and names the last one.
     expect_log(
         &node_b,
-        "incoming connection failed before it was established",
+        "incoming handshakes refused in the last",
         CONNECT_WAIT,
     );
-    let line = find_line(&node_b, &["incoming connection failed"]).unwrap();
+    let line = find_line(&node_b, &["incoming handshakes refused in the last"]).unwrap();
     assert!(
-        line.contains("unknown_ca"),
+        line.contains("unknown_ca") && line.contains("last from 127.0.0.1:"),
         "node b's log does not say why: {line}"
     );
     assert_client_closed(&ep);
@@ -328,5 +332,69 @@ fn junk_datagrams_harm_nothing() {
         "node b did not accept a new connection after the junk"
     );
     link_works_within(&ep, Duration::from_secs(15)).unwrap();
+    assert!(node_a.is_running() && node_b.is_running());
+}
+
+#[test]
+fn a_second_process_with_the_same_identity_never_displaces_the_live_one() {
+    let env = Env::new(&["a", "b"]);
+    let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
+    let quic = ["redial_min = \"100ms\"", "redial_max = \"500ms\""];
+    let (mut a, mut b) = pair(&quic);
+    let ep = env.unix("a.sock");
+    a.links.push(("b".into(), ep.clone(), "echo".into()));
+    b.routes.push(("echo".into(), router.local_addr().clone()));
+    let mut node_b = env.start(&b);
+    let mut node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+    let mut c = client(&ep, hs(15));
+    echo_on(&mut c, &[pattern(100, 0)]).unwrap();
+
+    // A second process named "a", with a's (valid) certificate, on another port, dials b too.
+    let mut impostor_plan = NodePlan::new("a", free_udp_port().unwrap());
+    impostor_plan.peers.push(("b".into(), Some(b.quic_port)));
+    impostor_plan.quic_extra = quic.iter().map(|s| s.to_string()).collect();
+    let impostor_dir = env.path("impostor");
+    std::fs::create_dir_all(&impostor_dir).unwrap();
+    let mut impostor = NodeProcess::start(&exe(), &impostor_dir, &env.certs, &impostor_plan)
+        .expect("start the impostor");
+
+    // For 10 s the real a's link keeps echoing, and its connection is never dropped.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut i = 1;
+    while Instant::now() < until {
+        if let Err(e) = echo_on(&mut c, &[pattern(1000, i)]) {
+            panic!(
+                "the real a's link broke after {i} echoes: {e}\nimpostor log:\n{}",
+                impostor.log_text()
+            );
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(impostor.is_running());
+    let refused = format!(
+        "refused a second connection for peer \"a\" from 127.0.0.1:{}",
+        impostor_plan.quic_port
+    );
+    let connected = format!("is connected from 127.0.0.1:{}", a.quic_port);
+    let n = count_lines(&node_b, &[&refused, &connected]);
+    assert!(
+        n >= 3,
+        "node b refused the impostor {n} times (each refusal names both addresses)\nimpostor log:\n{}",
+        impostor.log_text()
+    );
+    // Every attempt of the impostor was refused: it never got further than its own handshake.
+    let attempts = count_lines(&impostor, &["peer connected"]);
+    assert!(
+        attempts.abs_diff(n) <= 1,
+        "impostor connected {attempts} times, b refused {n}"
+    );
+    assert!(impostor.log_text().contains("duplicate identity"));
+    assert_eq!(count_lines(&node_b, &["peer connected"]), 1);
+    assert_eq!(count_lines(&node_b, &["superseded"]), 0);
+    assert_eq!(count_lines(&node_a, &["peer connection lost"]), 0);
+    assert_eq!(router.stats().connections, 1);
+    impostor.kill();
     assert!(node_a.is_running() && node_b.is_running());
 }

@@ -631,17 +631,11 @@ impl Node {
                         p.dialing = None;
                         p.dial_established = Some((conn, now));
                     }
+                    // The driver has closed them (they failed its liveness probe) or they were
+                    // closing already; their links end with their Closed events.
                     let old = p.superseded_by(conn, direction);
                     p.conns.retain(|(c, _)| !old.contains(c));
                     p.conns.push((conn, direction));
-                    for c in old {
-                        tracing::info!(peer = %peer, "closing an older connection replaced by the new one");
-                        self.driver.close(
-                            c,
-                            ConnCode::Superseded,
-                            "replaced by a newer connection",
-                        );
-                    }
                     self.open_waiting(i, now);
                 }
                 DriverEvent::Closed {
@@ -684,45 +678,42 @@ impl Node {
         self.pending_routes.retain(|(c, _), _| *c != conn);
         let i = peer.as_ref().and_then(|p| self.peer_index.get(p)).copied();
         let stopping = self.stopping.is_some();
-        match (i, direction) {
-            (Some(i), _) => {
-                let p = &mut self.peers[i];
-                p.conns.retain(|(c, _)| *c != conn);
-                let ours = direction == Direction::Outgoing;
-                if ours && p.dialing == Some(conn) {
-                    p.dialing = None;
-                }
-                if was_established {
-                    tracing::warn!(peer = %p.name, %addr, links_closed = n, "peer connection lost: {reason}");
-                }
-                if let Some((_, since)) = p.dial_established.filter(|(c, _)| ours && *c == conn) {
-                    p.dial_established = None;
-                    if now.duration_since(since) >= peers::STABLE_CONNECTION {
-                        p.backoff.reset();
-                        p.failures = 0;
-                    }
-                }
-                if ours
-                    && !stopping
-                    && p.dialing.is_none()
-                    && !p.conns.iter().any(|(_, d)| *d == Direction::Outgoing)
-                {
-                    p.failures += 1;
-                    let delay = p.backoff.next_delay();
-                    if !was_established {
-                        if p.failures <= 3 || p.failures.is_multiple_of(10) {
-                            tracing::warn!(peer = %p.name, %addr, attempt = p.failures, "cannot reach peer: {reason}; retrying in {delay:.1?}");
-                        } else {
-                            tracing::debug!(peer = %p.name, %addr, "cannot reach peer: {reason}; retrying in {delay:.1?}");
-                        }
-                    }
-                    p.redial_at = Some(now + delay);
+        // No peer: an incoming handshake that failed. Anyone can cause these, so the driver counts
+        // them and logs a summary at most once per second instead of a line each.
+        let Some(i) = i else {
+            return;
+        };
+        let p = &mut self.peers[i];
+        p.conns.retain(|(c, _)| *c != conn);
+        let ours = direction == Direction::Outgoing;
+        if ours && p.dialing == Some(conn) {
+            p.dialing = None;
+        }
+        if was_established {
+            tracing::warn!(peer = %p.name, %addr, links_closed = n, "peer connection lost: {reason}");
+        }
+        if let Some((_, since)) = p.dial_established.filter(|(c, _)| ours && *c == conn) {
+            p.dial_established = None;
+            if now.duration_since(since) >= peers::STABLE_CONNECTION {
+                p.backoff.reset();
+                p.failures = 0;
+            }
+        }
+        if ours
+            && !stopping
+            && p.dialing.is_none()
+            && !p.conns.iter().any(|(_, d)| *d == Direction::Outgoing)
+        {
+            p.failures += 1;
+            let delay = p.backoff.next_delay();
+            if !was_established {
+                if p.failures <= 3 || p.failures.is_multiple_of(10) {
+                    tracing::warn!(peer = %p.name, %addr, attempt = p.failures, "cannot reach peer: {reason}; retrying in {delay:.1?}");
+                } else {
+                    tracing::debug!(peer = %p.name, %addr, "cannot reach peer: {reason}; retrying in {delay:.1?}");
                 }
             }
-            (None, _) if !was_established && !stopping => {
-                tracing::warn!(%addr, "incoming connection failed before it was established: {reason}");
-            }
-            _ => {}
+            p.redial_at = Some(now + delay);
         }
     }
 
@@ -1208,6 +1199,19 @@ impl Node {
             match self.udp.send(&t) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 _ => self.tx_pending = None,
+            }
+        }
+        while let Some(b) = self.driver.poll_stateless(&mut self.tx_buf) {
+            let t = Transmit {
+                to: b.to,
+                contents: &self.tx_buf[..b.len],
+                segment_size: b.segment_size,
+            };
+            if let Err(e) = self.udp.send(&t) {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.tx_pending = Some(b);
+                    return;
+                }
             }
         }
         let segments = self.udp.max_gso_segments();

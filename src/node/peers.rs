@@ -80,8 +80,9 @@ impl Peer {
         self.conns.last().map(|(c, _)| *c)
     }
 
-    /// An older connection of the same direction that `conn` replaces: when a peer restarts, its
-    /// new connection arrives before the old one times out, and the old one is dead.
+    /// Older connections of the same direction that `conn` replaces. The driver establishes a
+    /// second connection of a peer only after the older one failed a liveness probe (the peer
+    /// restarted; the driver has closed it) or when the older one was closing anyway.
     pub fn superseded_by(&self, conn: ConnId, direction: Direction) -> Vec<ConnId> {
         self.conns
             .iter()

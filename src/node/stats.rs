@@ -32,7 +32,7 @@ pub(super) fn log(node: &Node) {
         }
     };
     tracing::info!(
-        "stats: peers {up}/{} up, links {} open ({} opened, {} closed, {} failed, {} stalled now, {} holding credit, {} reset stalled), route retries {} ({} waiting), accepts limited {}, udp tx {} datagrams in {} sends ({:.1}/send), rx {} datagrams in {} receives ({:.1}/receive), dropped datagrams: {} unparsable, {} unknown connection",
+        "stats: peers {up}/{} up, links {} open ({} opened, {} closed, {} failed, {} stalled now, {} holding credit, {} reset stalled), route retries {} ({} waiting), accepts limited {}, udp tx {} datagrams in {} sends ({:.1}/send), rx {} datagrams in {} receives ({:.1}/receive), dropped datagrams: {} unparsable, {} unknown connection; incoming handshakes: {} retries sent, {} invalid tokens, {} refused at limits, {} timed out, {} failed, {} unknown peers, {} duplicate identities refused, {} connections superseded",
         node.peers.len(),
         node.links.len(),
         node.stats.links_opened,
@@ -52,6 +52,14 @@ pub(super) fn log(node: &Node) {
         per(io.datagrams_received, io.recv_calls),
         d.unparsable,
         d.unknown_connection,
+        d.retries_sent,
+        d.invalid_tokens,
+        d.handshakes_refused,
+        d.handshakes_timed_out,
+        d.handshakes_failed,
+        d.peers_refused,
+        d.duplicates_refused,
+        d.superseded,
     );
     for (_, link) in node.links.iter().take(LINKS_LISTED) {
         let c = link.counters();

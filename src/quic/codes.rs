@@ -56,8 +56,12 @@ pub enum ConnCode {
     Shutdown = 0x00,
     /// The peer's certificate does not name a configured peer.
     UnknownPeer = 0x10,
-    /// A newer connection from the same peer replaced this one.
+    /// A newer connection from the same peer replaced this one: this one did not answer a
+    /// liveness probe.
     Superseded = 0x11,
+    /// The peer is already connected (in this direction) and its connection answered a
+    /// liveness probe: two processes hold the same identity.
+    DuplicateIdentity = 0x12,
 }
 
 /// Names of the TLS alerts a failed handshake reports (QUIC carries them as 0x100 + alert).
@@ -96,6 +100,7 @@ pub fn describe_close(err: &quiche::ConnectionError) -> String {
             0x00 => "shutdown",
             0x10 => "certificate does not name a configured peer",
             0x11 => "superseded by a newer connection",
+            0x12 => "duplicate identity: this peer is already connected",
             _ => "application error",
         };
         format!("{name} (app 0x{:x}){reason}", err.error_code)

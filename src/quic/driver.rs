@@ -8,8 +8,14 @@
 //! 2. events: [`QuicDriver::poll_event`] until `None` (connections established, refused, closed);
 //! 3. commands: [`QuicDriver::connect`], [`QuicDriver::open_stream`], stream I/O through
 //!    [`QuicDriver::conn_mut`], [`QuicDriver::close`];
-//! 4. output: [`QuicDriver::poll_transmit`] per connection until `None`, then sleep until
+//! 4. output: [`QuicDriver::poll_stateless`] until `None` (Retry packets, which belong to no
+//!    connection), [`QuicDriver::poll_transmit`] per connection until `None`, then sleep until
 //!    [`QuicDriver::timeout`] or the next input.
+//!
+//! Incoming handshakes are admitted by [`super::admission`] (Retry, limits); a connection not
+//! established within [`HANDSHAKE_TIMEOUT`] is dropped. A second connection that authenticates as
+//! a peer already connected in the same direction is held until the older connection has answered
+//! a liveness probe or not (see [`QuicDriver::timeout`] and `docs/PROTOCOL.md`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -18,8 +24,12 @@ use std::time::{Duration, Instant};
 use quiche::ConnectionId;
 use rand::RngCore;
 
+use super::admission::Admission;
 use super::codes::{describe_close, ConnCode};
 use super::tls::certificate_names;
+
+mod duplicate;
+use duplicate::Probe;
 
 /// A connection's handle; never reused within a process.
 pub type ConnId = u64;
@@ -28,9 +38,30 @@ pub type ConnId = u64;
 const CID_LEN: usize = quiche::MAX_CONN_ID_LEN;
 /// Longest time an ACK is held back waiting for data to ride on (see `poll_transmit`).
 pub const ACK_DELAY: Duration = Duration::from_micros(250);
-/// Incoming handshakes in progress at once; more Initials are dropped (a flood cannot take all
-/// memory, and peers retry).
-const MAX_HANDSHAKING: usize = 256;
+/// A connection not established this long after it started is dropped, in both directions: a
+/// half-open handshake must not hold a slot (or a dialer) for the idle timeout. Ten round trips of
+/// a slow path, and enough for two lost flights at quiche's initial 333 ms RTT estimate.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Shortest time an older connection has to answer a liveness probe; the wait is 3 x its RTT
+/// when that is longer.
+pub const PROBE_MIN_WAIT: Duration = Duration::from_millis(300);
+/// Retry packets waiting for [`QuicDriver::poll_stateless`]; a flood beyond that is dropped.
+const MAX_STATELESS: usize = 256;
+
+/// Where a connection is in its life, as far as the driver's decisions go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// TLS in progress; dropped at `deadline`.
+    Handshaking {
+        deadline: Instant,
+    },
+    /// Identity checked, but the peer already has a connection in this direction: waiting for
+    /// that one's answer to a liveness probe. Serves no streams meanwhile.
+    Probing,
+    Established,
+    /// Refused after the handshake (unknown peer, duplicate identity); its close is under way.
+    Refused,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -47,7 +78,9 @@ pub struct Conn {
     pub direction: Direction,
     /// The configured peer: known when dialing, learnt from the certificate when accepting.
     pub peer: Option<String>,
-    established: bool,
+    state: State,
+    /// Holds an admission slot (an incoming handshake in progress) for `peer_addr`.
+    slot: bool,
     next_keepalive: Option<Instant>,
     /// Datagrams received since this connection last sent (for delayed ACKs).
     received_since_send: u32,
@@ -61,7 +94,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn is_established(&self) -> bool {
-        self.established
+        self.state == State::Established
+    }
+
+    /// Not closing, closed or draining.
+    fn is_live(&self) -> bool {
+        !self.quic.is_closed() && !self.quic.is_draining() && self.quic.local_error().is_none()
     }
 }
 
@@ -85,13 +123,30 @@ pub enum DriverEvent {
     },
 }
 
-/// Datagrams that did not belong to any connection, by reason (reported in the stats line).
+/// Datagrams that did not belong to any connection, by reason, and what became of incoming
+/// handshakes (reported in the stats line).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DriverStats {
     pub unparsable: u64,
     pub unknown_connection: u64,
     pub version_negotiations: u64,
+    /// Initials without a token, answered with a Retry.
+    pub retries_sent: u64,
+    /// Initials whose token was forged, expired or from another address.
+    pub invalid_tokens: u64,
+    /// Initials dropped at a handshake limit (total, per IP, per source) or because too many
+    /// Retry packets were waiting to be sent.
     pub handshakes_refused: u64,
+    /// Incoming handshakes dropped by [`HANDSHAKE_TIMEOUT`].
+    pub handshakes_timed_out: u64,
+    /// Incoming handshakes that ended before completing (TLS alerts: unknown CA, no certificate).
+    pub handshakes_failed: u64,
+    /// Completed handshakes whose certificate names no configured peer (closed with 0x10).
+    pub peers_refused: u64,
+    /// Newcomers refused because the peer's connection answered the liveness probe (0x12).
+    pub duplicates_refused: u64,
+    /// Connections replaced by a newcomer after failing the liveness probe (0x11).
+    pub superseded: u64,
 }
 
 /// A batch of equal-sized datagrams written into the caller's buffer.
@@ -113,6 +168,10 @@ pub struct QuicDriver {
     next_id: ConnId,
     events: VecDeque<DriverEvent>,
     stats: DriverStats,
+    admission: Admission,
+    /// Retry packets to send: (datagram, destination).
+    stateless: VecDeque<(Vec<u8>, SocketAddr)>,
+    probes: Vec<Probe>,
 }
 
 impl QuicDriver {
@@ -133,6 +192,9 @@ impl QuicDriver {
             next_id: 1,
             events: VecDeque::new(),
             stats: DriverStats::default(),
+            admission: Admission::new(Instant::now()),
+            stateless: VecDeque::new(),
+            probes: Vec::new(),
         }
     }
 
@@ -171,6 +233,7 @@ impl QuicDriver {
             Direction::Outgoing,
             Some(peer.to_string()),
             vec![scid],
+            now,
         );
         self.after_io(id, now);
         Ok(id)
@@ -187,7 +250,7 @@ impl QuicDriver {
         };
         let (id, new) = match self.by_cid.get(&hdr.dcid) {
             Some(&id) => (id, false),
-            None => (self.accept(&hdr, datagram, from)?, true),
+            None => (self.accept(&hdr, datagram, from, now)?, true),
         };
         let conn = self.conns.get_mut(&id)?;
         conn.received_since_send = conn.received_since_send.saturating_add(1);
@@ -207,22 +270,27 @@ impl QuicDriver {
             return None;
         }
         self.after_io(id, now);
+        self.check_probes(now);
+        self.admission.log_summary(&self.stats, now);
         Some(id)
     }
 
+    /// An Initial for no known connection: answered with a Retry unless it brings a valid token;
+    /// with one, a new connection if the handshake limits allow.
     fn accept(
         &mut self,
         hdr: &quiche::Header<'_>,
         datagram: &mut [u8],
         from: SocketAddr,
+        now: Instant,
     ) -> Option<ConnId> {
         if hdr.ty != quiche::Type::Initial {
             self.stats.unknown_connection += 1;
             return None;
         }
         if !quiche::version_is_supported(hdr.version) {
-            // Version negotiation is answered by the caller's next send; rlinkd nodes speak one
-            // version, so just count it.
+            // Not answered with a Version Negotiation packet: rlinkd nodes speak one version, so
+            // a node of another one is misconfigured, and the count in the stats says so.
             self.stats.version_negotiations += 1;
             return None;
         }
@@ -230,21 +298,82 @@ impl QuicDriver {
             self.stats.unparsable += 1;
             return None;
         }
-        let handshaking = self.conns.values().filter(|c| !c.established).count();
-        if handshaking >= MAX_HANDSHAKING {
-            self.stats.handshakes_refused += 1;
+        let token = hdr.token.as_deref().unwrap_or_default();
+        if token.is_empty() {
+            self.send_retry(hdr, from, now);
             return None;
         }
-        let scid = random_cid();
-        let odcid = hdr.dcid.clone().into_owned();
-        let quic = match quiche::accept(&scid, None, self.local_addr, from, &mut self.config) {
-            Ok(q) => q,
+        let odcid = match self.admission.validate(token, from, &hdr.dcid, now) {
+            Ok(odcid) => odcid,
             Err(e) => {
-                tracing::debug!(%from, error = %e, "cannot accept connection");
+                self.stats.invalid_tokens += 1;
+                self.admission.note_failure(from, e.to_string());
                 return None;
             }
         };
-        Some(self.insert(quic, from, Direction::Incoming, None, vec![scid, odcid]))
+        if let Err(limit) = self.admission.admit(from) {
+            self.stats.handshakes_refused += 1;
+            self.admission
+                .note_failure(from, format!("{limit:?} handshake limit reached"));
+            return None;
+        }
+        self.admission.consume(&hdr.dcid, now);
+        // The client's DCID is the Retry's source connection ID: one this node issued, bound to
+        // the token's tag, so it is safe to use as the connection's own ID.
+        let scid = hdr.dcid.clone().into_owned();
+        let quic =
+            match quiche::accept(&scid, Some(&odcid), self.local_addr, from, &mut self.config) {
+                Ok(q) => q,
+                Err(e) => {
+                    self.admission.release(from);
+                    tracing::debug!(%from, error = %e, "cannot accept connection");
+                    return None;
+                }
+            };
+        Some(self.insert(quic, from, Direction::Incoming, None, vec![scid], now))
+    }
+
+    fn send_retry(&mut self, hdr: &quiche::Header<'_>, from: SocketAddr, now: Instant) {
+        if self.stateless.len() >= MAX_STATELESS {
+            self.stats.handshakes_refused += 1;
+            return;
+        }
+        let new_scid = random_cid();
+        let Some(token) = self.admission.mint(from, &hdr.dcid, &new_scid, now) else {
+            self.stats.unparsable += 1;
+            return;
+        };
+        let mut out = [0u8; 512];
+        match quiche::retry(
+            &hdr.scid,
+            &hdr.dcid,
+            &new_scid,
+            &token,
+            hdr.version,
+            &mut out,
+        ) {
+            Ok(n) => {
+                self.stats.retries_sent += 1;
+                self.stateless.push_back((out[..n].to_vec(), from));
+            }
+            Err(e) => tracing::debug!(%from, error = %e, "cannot write a Retry"),
+        }
+    }
+
+    /// Writes the next packet that belongs to no connection (a Retry) into `out`.
+    pub fn poll_stateless(&mut self, out: &mut [u8]) -> Option<Batch> {
+        while let Some((d, to)) = self.stateless.pop_front() {
+            if let Some(dst) = out.get_mut(..d.len()) {
+                dst.copy_from_slice(&d);
+                return Some(Batch {
+                    len: d.len(),
+                    segment_size: d.len(),
+                    segments: 1,
+                    to,
+                });
+            }
+        }
+        None
     }
 
     fn insert(
@@ -254,6 +383,7 @@ impl QuicDriver {
         direction: Direction,
         peer: Option<String>,
         cids: Vec<ConnectionId<'static>>,
+        now: Instant,
     ) -> ConnId {
         let id = self.next_id;
         self.next_id += 1;
@@ -272,7 +402,10 @@ impl QuicDriver {
                 peer_addr: addr,
                 direction,
                 peer,
-                established: false,
+                state: State::Handshaking {
+                    deadline: now + HANDSHAKE_TIMEOUT,
+                },
+                slot: direction == Direction::Incoming,
                 next_keepalive: None,
                 received_since_send: 0,
                 data_queued: false,
@@ -288,7 +421,7 @@ impl QuicDriver {
     /// or the peer's stream limit is reached (try again when the peer raises it).
     pub fn open_stream(&mut self, conn: ConnId) -> Option<u64> {
         let c = self.conns.get_mut(&conn)?;
-        if !c.established || c.quic.peer_streams_left_bidi() == 0 {
+        if c.state != State::Established || c.quic.peer_streams_left_bidi() == 0 {
             return None;
         }
         let id = c.next_local_bidi;
@@ -319,7 +452,7 @@ impl QuicDriver {
                 addr,
                 reason: "peer unreachable: ICMP port unreachable (nothing listens there any more)"
                     .to_string(),
-                was_established: c.established,
+                was_established: c.is_established(),
             });
         }
     }
@@ -355,7 +488,7 @@ impl QuicDriver {
         // briefly so it rides on the reply (a request/response then costs two packets, not
         // four, and the peer is not woken for a bare ACK). A burst of packets is acknowledged
         // at once, so bulk transfer keeps its ACK clock.
-        if c.established && !c.data_queued && c.received_since_send == 1 {
+        if c.state == State::Established && !c.data_queued && c.received_since_send == 1 {
             let deadline = *c.ack_deadline.get_or_insert(now + ACK_DELAY);
             if now < deadline {
                 return None;
@@ -408,22 +541,42 @@ impl QuicDriver {
         batch
     }
 
-    /// The earliest time [`QuicDriver::on_timeout`] must be called.
+    /// The earliest time [`QuicDriver::on_timeout`] must be called: quiche's timers,
+    /// keepalives, held-back ACKs, handshake deadlines, liveness probe verdicts and the next
+    /// summary of refused handshakes.
     pub fn timeout(&self) -> Option<Instant> {
+        let handshake = |c: &Conn| match c.state {
+            State::Handshaking { deadline } => Some(deadline),
+            _ => None,
+        };
         self.conns
             .values()
-            .flat_map(|c| [c.quic.timeout_instant(), c.next_keepalive, c.ack_deadline])
+            .flat_map(|c| {
+                [
+                    c.quic.timeout_instant(),
+                    c.next_keepalive,
+                    c.ack_deadline,
+                    handshake(c),
+                ]
+            })
+            .chain(self.probes.iter().map(|p| Some(p.deadline)))
+            .chain([self.admission.summary_due(&self.stats)])
             .flatten()
             .min()
     }
 
-    /// Runs expired timers: loss detection, idle timeouts, keepalives.
+    /// Runs expired timers: loss detection, idle timeouts, keepalives, handshake timeouts,
+    /// liveness probes.
     pub fn on_timeout(&mut self, now: Instant) {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
+            if matches!(c.state, State::Handshaking { deadline } if deadline <= now) {
+                self.handshake_timed_out(id);
+                continue;
+            }
             if c.quic.timeout_instant().is_some_and(|t| t <= now) {
                 c.quic.on_timeout();
             }
@@ -435,6 +588,53 @@ impl QuicDriver {
             }
             self.after_io(id, now);
         }
+        self.check_probes(now);
+        self.admission.log_summary(&self.stats, now);
+    }
+
+    /// Drops a connection whose handshake did not complete in time, without a packet: there is
+    /// no authenticated peer to tell, and a flood must not cost a send.
+    /// A handshake that failed and is closing (its CONNECTION_CLOSE had the time to leave) ends
+    /// as failed, not as timed out.
+    fn handshake_timed_out(&mut self, id: ConnId) {
+        if self.conns.get(&id).is_some_and(|c| !c.is_live()) {
+            self.end(id);
+            return;
+        }
+        let Some(c) = self.forget(id) else { return };
+        let reason = format!("handshake not completed within {HANDSHAKE_TIMEOUT:?}");
+        if c.direction == Direction::Incoming {
+            self.stats.handshakes_timed_out += 1;
+            self.admission.note_failure(c.peer_addr, reason.clone());
+        }
+        self.events.push_back(DriverEvent::Closed {
+            conn: id,
+            peer: c.peer.clone(),
+            direction: c.direction,
+            addr: c.peer_addr,
+            reason,
+            was_established: false,
+        });
+    }
+
+    /// Forgets a connection that closed, with the reason quiche gives.
+    fn end(&mut self, id: ConnId) {
+        let Some(c) = self.forget(id) else {
+            return;
+        };
+        let reason = close_reason(&c);
+        if c.direction == Direction::Incoming && matches!(c.state, State::Handshaking { .. }) {
+            self.stats.handshakes_failed += 1;
+            self.admission.note_failure(c.peer_addr, reason.clone());
+        }
+        self.events.push_back(DriverEvent::Closed {
+            conn: id,
+            peer: c.peer.clone(),
+            direction: c.direction,
+            addr: c.peer_addr,
+            reason,
+            was_established: c.is_established(),
+        });
     }
 
     /// Notices state changes after input: establishment (with the identity check) and close.
@@ -442,42 +642,57 @@ impl QuicDriver {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        if !c.established && c.quic.is_established() && !c.quic.is_closed() && !c.quic.is_draining()
-        {
+        if matches!(c.state, State::Handshaking { .. }) && c.quic.is_established() && c.is_live() {
+            if std::mem::take(&mut c.slot) {
+                self.admission.release(c.peer_addr);
+            }
             match verify_identity(c, &self.allowed_peers) {
                 Ok(peer) => {
-                    c.established = true;
                     c.peer = Some(peer.clone());
-                    c.next_keepalive = Some(now + self.keepalive);
-                    self.events.push_back(DriverEvent::Established {
-                        conn: id,
-                        peer,
-                        direction: c.direction,
-                    });
+                    let direction = c.direction;
+                    self.on_verified(id, peer, direction, now);
                 }
                 Err(why) => {
                     tracing::warn!(addr = %c.peer_addr, "refused peer: {why}");
-                    self.stats.handshakes_refused += 1;
+                    self.stats.peers_refused += 1;
+                    c.state = State::Refused;
                     c.quic
                         .close(true, ConnCode::UnknownPeer as u64, why.as_bytes())
                         .ok();
                 }
             }
         }
-        if c.quic.is_closed() {
-            let Some(c) = self.forget(id) else {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if matches!(c.state, State::Handshaking { .. }) && !c.is_live() {
+            // A failed handshake no longer counts against the limits while it closes. One the
+            // peer closed (draining) has nothing left to send: it ends now, not 3 PTOs later.
+            if std::mem::take(&mut c.slot) {
+                self.admission.release(c.peer_addr);
+            }
+            if c.quic.is_draining() {
+                self.end(id);
                 return;
-            };
-            let reason = close_reason(&c);
-            self.events.push_back(DriverEvent::Closed {
-                conn: id,
-                peer: c.peer.clone(),
-                direction: c.direction,
-                addr: c.peer_addr,
-                reason,
-                was_established: c.established,
-            });
+            }
         }
+        if c.quic.is_closed() {
+            self.end(id);
+        }
+    }
+
+    fn establish(&mut self, id: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(peer) = c.peer.clone() else { return };
+        c.state = State::Established;
+        c.next_keepalive = Some(now + self.keepalive);
+        self.events.push_back(DriverEvent::Established {
+            conn: id,
+            peer,
+            direction: c.direction,
+        });
     }
 }
 
@@ -486,6 +701,9 @@ impl QuicDriver {
         let c = self.conns.remove(&id)?;
         for cid in &c.cids {
             self.by_cid.remove(cid);
+        }
+        if c.slot {
+            self.admission.release(c.peer_addr);
         }
         Some(c)
     }
@@ -522,7 +740,7 @@ fn close_reason(c: &Conn) -> String {
     } else if let Some(e) = c.quic.local_error() {
         format!("closed here: {}", describe_close(e))
     } else if c.quic.is_timed_out() {
-        if c.established {
+        if c.is_established() {
             "idle timeout: no packets from the peer".to_string()
         } else {
             "handshake timed out: no answer from the peer".to_string()

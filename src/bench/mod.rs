@@ -9,15 +9,18 @@
 
 pub mod client;
 pub mod env;
+pub mod load;
 pub mod payload;
+pub mod peers;
 pub mod plots;
 pub mod procs;
 pub mod report;
 pub mod router;
 pub mod stream;
+pub mod summary;
 pub mod workloads;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,15 +40,21 @@ pub enum Transport {
     Uds,
     /// RawSocket over TLS 1.3 on TCP (BoringSSL), directly.
     Tls,
+    /// client -> HAProxy a (TCP mode, plain in, TLS out) -> HAProxy b (TLS in, plain out) -> router.
+    Haproxy,
+    /// client -> stunnel a (plain in, TLS out) -> stunnel b (TLS in, plain out) -> router.
+    Stunnel,
     /// client -> rlinkd a -> QUIC -> rlinkd b -> router.
     Quic,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 4] = [
+    pub const ALL: [Transport; 6] = [
         Transport::Tcp,
         Transport::Uds,
         Transport::Tls,
+        Transport::Haproxy,
+        Transport::Stunnel,
         Transport::Quic,
     ];
 
@@ -54,8 +63,15 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Uds => "uds",
             Transport::Tls => "tls",
+            Transport::Haproxy => "haproxy",
+            Transport::Stunnel => "stunnel",
             Transport::Quic => "quic",
         }
+    }
+
+    /// A TLS sidecar pair: the relays users would deploy instead of rlinkd.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Transport::Haproxy | Transport::Stunnel)
     }
 }
 
@@ -105,18 +121,138 @@ impl Workload {
     }
 }
 
+/// Path MTU presets for the quic transport. QUIC runs over UDP on IPv4 or IPv6; the payload
+/// leaves room for the larger (IPv6, 40 bytes) header and UDP's 8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Mtu {
+    /// Ethernet: 1,452-byte QUIC payload.
+    #[value(name = "1500")]
+    Ethernet,
+    /// Jumbo frames of many data-center fabrics: 8,952-byte QUIC payload.
+    #[value(name = "9000")]
+    Jumbo,
+}
+
+/// UDP payload at a 1,500-byte path MTU.
+pub const PAYLOAD_1500: usize = 1452;
+/// UDP payload at a 9,000-byte path MTU.
+pub const PAYLOAD_9000: usize = 8952;
+
+impl Mtu {
+    pub fn udp_payload(self) -> usize {
+        match self {
+            Mtu::Ethernet => PAYLOAD_1500,
+            Mtu::Jumbo => PAYLOAD_9000,
+        }
+    }
+}
+
+/// One column of a workload: a transport and, for quic, the largest UDP payload rlinkd sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Variant {
+    pub transport: Transport,
+    pub udp_payload: Option<usize>,
+}
+
+impl Variant {
+    /// How charts and progress lines name it: `quic` at 1,500, `quic 9000`, `quic 65527 B`.
+    pub fn label(&self) -> String {
+        match self.udp_payload {
+            Some(PAYLOAD_1500) | None => self.transport.name().to_string(),
+            Some(PAYLOAD_9000) => format!("{} 9000", self.transport.name()),
+            Some(n) => format!("{} {n} B", self.transport.name()),
+        }
+    }
+
+    /// The MTU column of the table.
+    pub fn path_label(&self) -> String {
+        match self.udp_payload {
+            None if self.transport == Transport::Quic => "?".into(),
+            None => "lo".into(),
+            Some(PAYLOAD_1500) => "1500".into(),
+            Some(PAYLOAD_9000) => "9000".into(),
+            Some(n) if n > PAYLOAD_9000 => format!("{n}B*"),
+            Some(n) => format!("{n}B"),
+        }
+    }
+}
+
+/// What every (workload, variant) cell of a run is: the workloads in order, each with its variants.
+pub type Plan = Vec<(Workload, Vec<Variant>)>;
+
+/// The cells to run. quic runs once per UDP payload: `--udp-payload` if given, else each `--mtu`,
+/// else (the default suite) 1,500 and 9,000 for bulk and events and 1,500 for the rest. TCP-based
+/// transports run once: on loopback a path MTU does not change what a TCP sender hands the kernel.
+pub fn plan(
+    workloads: &[Workload],
+    transports: &[Transport],
+    mtus: &[Mtu],
+    udp_payload: Option<usize>,
+) -> Plan {
+    workloads
+        .iter()
+        .map(|&w| {
+            let mut payloads: Vec<usize> = match (udp_payload, mtus.is_empty()) {
+                (Some(n), _) => vec![n],
+                (None, false) => mtus.iter().map(|m| m.udp_payload()).collect(),
+                (None, true) if matches!(w, Workload::Bulk | Workload::Events) => {
+                    vec![PAYLOAD_1500, PAYLOAD_9000]
+                }
+                (None, true) => vec![PAYLOAD_1500],
+            };
+            payloads.sort_unstable();
+            payloads.dedup();
+            let mut variants = Vec::new();
+            for &t in transports {
+                if t == Transport::Quic {
+                    variants.extend(payloads.iter().map(|&p| Variant {
+                        transport: t,
+                        udp_payload: Some(p),
+                    }));
+                } else {
+                    variants.push(Variant {
+                        transport: t,
+                        udp_payload: None,
+                    });
+                }
+            }
+            variants.sort();
+            variants.dedup();
+            (w, variants)
+        })
+        .collect()
+}
+
+/// The order of a cell's variants in round `round` (0-based): forward, reverse, forward, ... so
+/// that slow drift on the machine does not always favour the same transport.
+pub fn round_order(variants: &[Variant], round: usize) -> Vec<Variant> {
+    let mut v = variants.to_vec();
+    if round % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
 /// `rlinkd bench` options.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
     /// Workloads to run (default: all): bulk, events, rpc, rpc64, realms, stall, open.
     #[arg(long, value_delimiter = ',')]
     pub workload: Vec<Workload>,
-    /// Transports to compare (default: all): tcp, uds, tls, quic.
+    /// Transports to compare (default: all): tcp, uds, tls, haproxy, stunnel, quic.
     #[arg(long, value_delimiter = ',')]
     pub transport: Vec<Transport>,
     /// Measured time of each throughput/latency run.
-    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Runs of every (workload, transport) cell, transports interleaved (forward, reverse,
+    /// forward order); the table shows the median and min..max.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub rounds: u32,
+    /// Path MTU of the quic transport: 1500 (1,452-byte UDP payload) or 9000 (8,952). Default:
+    /// bulk and events at both, the other workloads at 1500.
+    #[arg(long, value_delimiter = ',')]
+    pub mtu: Vec<Mtu>,
     /// Links opened by the realms workload.
     #[arg(long, default_value_t = 10_000)]
     pub realms_links: usize,
@@ -126,16 +262,17 @@ pub struct BenchArgs {
     /// Local legs of the quic transport: unix or tcp.
     #[arg(long, default_value = "unix")]
     pub quic_leg: String,
-    /// Largest UDP payload rlinkd sends (1452: a 1,500-byte path MTU; 65527 for loopback-size packets).
-    #[arg(long, default_value_t = 1452)]
-    pub udp_payload: usize,
+    /// Largest UDP payload rlinkd sends, instead of --mtu (65527: loopback-size packets, a
+    /// loopback-only figure, not a network path).
+    #[arg(long)]
+    pub udp_payload: Option<usize>,
     /// Run rlinkd without UDP GSO/GRO (one datagram per system call), to measure what they bring.
     #[arg(long)]
     pub no_gso: bool,
     /// Measure nothing: print the table (and, with --plot, the charts) of a run saved with --json.
     #[arg(long, value_name = "JSON")]
     pub report: Option<PathBuf>,
-    /// Write all results as JSON here.
+    /// Write all results as JSON here (and the peers' configs into `peer-configs/` beside it).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write SVG charts into this folder.
@@ -151,6 +288,12 @@ pub struct BenchArgs {
 pub struct RunResult {
     pub workload: Workload,
     pub transport: Transport,
+    /// Round of this run (0-based) in its cell.
+    #[serde(default)]
+    pub round: usize,
+    /// quic only: the largest UDP payload rlinkd sent (1452 at a 1,500-byte MTU, 8952 at 9,000).
+    #[serde(default)]
+    pub udp_payload: Option<usize>,
     pub links: usize,
     pub frame_bytes: usize,
     pub seconds: f64,
@@ -161,6 +304,9 @@ pub struct RunResult {
     pub latency: Option<Percentiles>,
     pub latency_kind: String,
     pub processes: Vec<ProcCost>,
+    /// The machine during the measured phase: steal and CPU used outside this run.
+    #[serde(default)]
+    pub load: Option<load::Load>,
     /// quic only: datagrams per sendmsg (GSO) and per recvmsg (GRO), per node.
     pub datagrams_per_send: BTreeMap<String, f64>,
     pub datagrams_per_receive: BTreeMap<String, f64>,
@@ -185,6 +331,8 @@ impl RunResult {
         RunResult {
             workload,
             transport,
+            round: 0,
+            udp_payload: None,
             links,
             frame_bytes,
             seconds: 0.0,
@@ -195,6 +343,7 @@ impl RunResult {
             latency: None,
             latency_kind: String::new(),
             processes: Vec::new(),
+            load: None,
             datagrams_per_send: BTreeMap::new(),
             datagrams_per_receive: BTreeMap::new(),
             relay_copies_per_byte: None,
@@ -203,6 +352,52 @@ impl RunResult {
             verified: false,
             verification: String::new(),
         }
+    }
+
+    pub fn variant(&self) -> Variant {
+        Variant {
+            transport: self.transport,
+            udp_payload: self.udp_payload,
+        }
+    }
+
+    /// Sum of CPU s/GB of the processes `which` selects; None when none of them has a figure.
+    fn cpu_s_per_gb_of(&self, which: impl Fn(&ProcCost) -> bool) -> Option<f64> {
+        let v: Vec<f64> = self
+            .processes
+            .iter()
+            .filter(|p| which(p))
+            .filter_map(|p| p.cpu_s_per_gb)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    }
+
+    /// CPU s/GB of every process of the path.
+    pub fn all_cpu_s_per_gb(&self) -> Option<f64> {
+        self.cpu_s_per_gb_of(|_| true)
+    }
+
+    /// CPU s/GB of the relay pair (rlinkd, HAProxy or stunnel a + b); None on direct transports.
+    pub fn pair_cpu_s_per_gb(&self) -> Option<f64> {
+        self.cpu_s_per_gb_of(ProcCost::is_relay)
+    }
+
+    /// CPU s/GB of the endpoints: the clients and the router emulator.
+    pub fn endpoints_cpu_s_per_gb(&self) -> Option<f64> {
+        self.cpu_s_per_gb_of(|p| !p.is_relay())
+    }
+
+    /// CPU microseconds of the relay pair per frame delivered (per round trip for rpc and rpc64,
+    /// per link for realms and open).
+    pub fn pair_cpu_us_per_frame(&self) -> Option<f64> {
+        let relays: Vec<f64> = self
+            .processes
+            .iter()
+            .filter(|p| p.is_relay())
+            .map(|p| p.cpu_s)
+            .collect();
+        (!relays.is_empty() && self.frames > 0)
+            .then(|| relays.iter().sum::<f64>() / self.frames as f64 * 1e6)
     }
 }
 
@@ -213,13 +408,23 @@ impl RunResult {
 /// docs/ARCHITECTURE.md.
 pub const RELAY_COPIES_PER_BYTE: f64 = 4.0;
 
+/// Where the peers' configs of a run are kept with its results: `peer-configs/` beside the
+/// `--json` file, else in the `--plot` folder.
+fn peer_configs_dir(args: &BenchArgs) -> Option<PathBuf> {
+    if let Some(j) = &args.json {
+        let parent = j.parent().filter(|p| !p.as_os_str().is_empty());
+        return Some(parent.unwrap_or(Path::new(".")).join("peer-configs"));
+    }
+    args.plot.as_ref().map(|d| d.join("peer-configs"))
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     if let Some(path) = &args.report {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let saved: report::Report =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let saved = report::Report::from_json(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
         print!("{}", report::table(&saved));
         if let Some(d) = &args.plot {
             report::plot(&saved, d)?;
@@ -251,63 +456,151 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::cert::generate(&certs, &["a".into(), "b".into(), "router".into()])
             .context("certificates")?;
     }
+    let machine = report::Machine::read();
+    let relays: Vec<peers::RelayInfo> = transports
+        .iter()
+        .filter_map(|&t| peers::Relay::of(t))
+        .map(|r| peers::detect(r, machine.cores))
+        .collect();
+    let skipped: Vec<report::Skipped> = relays
+        .iter()
+        .filter_map(|r| {
+            r.skipped().map(|reason| report::Skipped {
+                transport: r.transport,
+                reason,
+            })
+        })
+        .collect();
+    let configs_dir = peer_configs_dir(&args);
     let exe = std::env::current_exe()?;
     let opts = EnvOptions {
         exe: &exe,
         dir: &dir,
         certs: &certs,
         quic_leg_unix,
-        udp_payload: args.udp_payload,
         gso: !args.no_gso,
+        relays: &relays,
     };
-    let machine = report::Machine::read();
+    let plan = plan(&workloads, &transports, &args.mtu, args.udp_payload);
+    let rounds = args.rounds as usize;
+    let cells: usize = plan.iter().map(|(_, v)| v.len()).sum();
     println!(
-        "rlinkd bench: {} workloads x {} transports, {:?} each, quic legs {}, max UDP payload {} B",
-        workloads.len(),
-        transports.len(),
+        "rlinkd bench: {} workloads, {cells} cells x {rounds} rounds, {:?} each, local legs {}, quic at {}",
+        plan.len(),
         args.duration,
         args.quic_leg,
-        args.udp_payload
+        match (args.udp_payload, args.mtu.is_empty()) {
+            (Some(n), _) if n > PAYLOAD_9000 =>
+                format!("{n}-byte UDP payload (loopback only, not a network path)"),
+            (Some(n), _) => format!("{n}-byte UDP payload"),
+            (None, false) => format!(
+                "MTU {}",
+                args.mtu
+                    .iter()
+                    .map(|m| format!("{} ({} B UDP payload)", if *m == Mtu::Jumbo { 9000 } else { 1500 }, m.udp_payload()))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            (None, true) => "MTU 1500 (1452 B UDP payload), bulk and events also at 9000 (8952 B)".into(),
+        }
     );
     println!(
-        "machine: {} cores, {}, kernel {}\n",
+        "machine: {} cores, {}, kernel {}",
         machine.cores, machine.cpu, machine.kernel
     );
+    for r in &relays {
+        match &r.binary {
+            Some(b) => println!("{}: {b}, {}", r.transport.name(), r.version),
+            None => println!("{}: {}", r.transport.name(), r.skipped().unwrap_or_default()),
+        }
+    }
+    println!();
 
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    for &w in &workloads {
-        for &t in &transports {
-            eprint!("  {:<7} {:<5} ... ", w.name(), t.name());
-            match run_one(w, t, &args, &opts) {
-                Ok(r) => {
-                    eprintln!(
-                        "{}",
-                        if r.verified {
-                            "verified"
-                        } else {
-                            "VERIFICATION FAILED"
-                        }
-                    );
-                    if !r.verified {
-                        failures.push(format!("{} {}: {}", w.name(), t.name(), r.verification));
-                    }
-                    results.push(r);
+    let mut saved_configs = Vec::new();
+    for (w, variants) in &plan {
+        for round in 0..rounds {
+            for v in round_order(variants, round) {
+                if skipped.iter().any(|s| s.transport == v.transport) {
+                    continue;
                 }
-                Err(e) => {
-                    eprintln!("FAILED: {e:#}");
-                    failures.push(format!("{} {}: {e:#}", w.name(), t.name()));
+                eprint!(
+                    "  {:<7} {:<12} round {}/{rounds} ... ",
+                    w.name(),
+                    v.label(),
+                    round + 1
+                );
+                match run_one(*w, v, round, &args, &opts) {
+                    Ok((r, configs)) => {
+                        let load = r
+                            .load
+                            .as_ref()
+                            .map(|l| {
+                                format!(
+                                    " (others {:.0} % of the machine{})",
+                                    l.others_share() * 100.0,
+                                    if l.flagged() { ", FLAGGED" } else { "" }
+                                )
+                            })
+                            .unwrap_or_default();
+                        eprintln!(
+                            "{}{load}",
+                            if r.verified {
+                                "verified"
+                            } else {
+                                "VERIFICATION FAILED"
+                            }
+                        );
+                        if !r.verified {
+                            failures.push(format!(
+                                "{} {} round {}: {}",
+                                w.name(),
+                                v.label(),
+                                round + 1,
+                                r.verification
+                            ));
+                        }
+                        if let Some(d) = &configs_dir {
+                            peers::save_configs(&configs, d)
+                                .with_context(|| format!("writing {}", d.display()))?;
+                            if !configs.is_empty() {
+                                saved_configs = configs;
+                            }
+                        }
+                        results.push(r);
+                    }
+                    Err(e) => {
+                        eprintln!("FAILED: {e:#}");
+                        failures.push(format!(
+                            "{} {} round {}: {e:#}",
+                            w.name(),
+                            v.label(),
+                            round + 1
+                        ));
+                    }
                 }
             }
         }
     }
-    let targets = report::targets(&results);
+    let rows = summary::rows(&results);
+    let targets = report::targets(&rows, &skipped);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let full = report::Report {
         date: report::today(),
         command,
         machine,
         args: format!("{args:?}"),
+        rounds,
+        relays,
+        peer_configs: configs_dir
+            .filter(|_| !saved_configs.is_empty())
+            .map(|d| d.display().to_string()),
+        skipped,
+        planned: plan
+            .iter()
+            .map(|(w, v)| (*w, v.iter().map(|v| v.transport).collect()))
+            .collect(),
         results,
         targets,
         failures: failures.clone(),
@@ -331,17 +624,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs one cell once; returns its figures and the relay configs it ran with (peers only).
 fn run_one(
     w: Workload,
-    t: Transport,
+    v: Variant,
+    round: usize,
     args: &BenchArgs,
     opts: &EnvOptions<'_>,
-) -> anyhow::Result<RunResult> {
+) -> anyhow::Result<(RunResult, Vec<PathBuf>)> {
     let mode = match w {
         Workload::Bulk | Workload::Events | Workload::Stall => RouterMode::Sink,
         _ => RouterMode::Echo,
     };
-    let mut env = Env::start(t, mode, opts)?;
+    let mut env = Env::start(v, mode, opts)?;
     let mut r = match w {
         Workload::Bulk | Workload::Events => workloads::streaming(&mut env, w, args.duration)?,
         Workload::Rpc => workloads::rpc(&mut env, 1, args.duration)?,
@@ -350,6 +645,9 @@ fn run_one(
         Workload::Stall => workloads::stall(&mut env, args.duration)?,
         Workload::Open => workloads::open(&mut env, args.open_rounds)?,
     };
+    r.round = round;
+    r.udp_payload = v.udp_payload;
+    let t = v.transport;
     if t == Transport::Tls {
         r.tls_offload = Some(crate::ktls::status());
     }
@@ -366,5 +664,90 @@ fn run_one(
             }
         }
     }
-    Ok(r)
+    let configs = env.stop_relays();
+    Ok((r, configs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(t: Transport, p: Option<usize>) -> Variant {
+        Variant {
+            transport: t,
+            udp_payload: p,
+        }
+    }
+
+    /// The default suite: quic at both MTUs for bulk and events only; TCP-based transports once.
+    #[test]
+    fn default_plan_runs_bulk_and_events_at_both_mtus() {
+        let p = plan(&Workload::ALL, &Transport::ALL, &[], None);
+        assert_eq!(p.len(), 7);
+        let (w, bulk) = &p[0];
+        assert_eq!(*w, Workload::Bulk);
+        assert_eq!(
+            bulk,
+            &vec![
+                v(Transport::Tcp, None),
+                v(Transport::Uds, None),
+                v(Transport::Tls, None),
+                v(Transport::Haproxy, None),
+                v(Transport::Stunnel, None),
+                v(Transport::Quic, Some(1452)),
+                v(Transport::Quic, Some(8952)),
+            ]
+        );
+        assert_eq!(p[1].1.len(), 7, "events at both MTUs");
+        for (w, vs) in &p[2..] {
+            assert_eq!(vs.len(), 6, "{w:?} at 1500 only");
+            assert!(vs.contains(&v(Transport::Quic, Some(1452))));
+        }
+        let jumbo = plan(&[Workload::Rpc], &[Transport::Quic], &[Mtu::Jumbo], None);
+        assert_eq!(jumbo[0].1, vec![v(Transport::Quic, Some(8952))]);
+        let lo = plan(&[Workload::Bulk], &[Transport::Quic], &[Mtu::Jumbo], Some(65527));
+        assert_eq!(lo[0].1, vec![v(Transport::Quic, Some(65527))]);
+        assert_eq!(lo[0].1[0].path_label(), "65527B*");
+    }
+
+    #[test]
+    fn rounds_interleave_forward_reverse_forward() {
+        let vs = [
+            v(Transport::Tcp, None),
+            v(Transport::Haproxy, None),
+            v(Transport::Quic, Some(1452)),
+        ];
+        assert_eq!(round_order(&vs, 0), vs.to_vec());
+        let mut rev = vs.to_vec();
+        rev.reverse();
+        assert_eq!(round_order(&vs, 1), rev);
+        assert_eq!(round_order(&vs, 2), vs.to_vec());
+    }
+
+    #[test]
+    fn peer_configs_go_beside_the_json() {
+        let mut args = <BenchArgsParser as clap::Parser>::parse_from(["x"]).args;
+        assert_eq!(peer_configs_dir(&args), None);
+        args.json = Some("perf/results/run/bench.json".into());
+        assert_eq!(
+            peer_configs_dir(&args),
+            Some(PathBuf::from("perf/results/run/peer-configs"))
+        );
+        args.json = Some("out.json".into());
+        assert_eq!(
+            peer_configs_dir(&args),
+            Some(PathBuf::from("./peer-configs"))
+        );
+        // The defaults the documentation states.
+        let d = <BenchArgsParser as clap::Parser>::parse_from(["x"]).args;
+        assert_eq!(d.rounds, 3);
+        assert_eq!(d.duration, Duration::from_secs(1));
+        assert!(d.mtu.is_empty() && d.udp_payload.is_none());
+    }
+
+    #[derive(clap::Parser)]
+    struct BenchArgsParser {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
 }

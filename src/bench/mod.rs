@@ -432,7 +432,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    crate::node::raise_fd_limit();
+    let nofile = peers::raise_nofile();
     let workloads = if args.workload.is_empty() {
         Workload::ALL.to_vec()
     } else {
@@ -462,15 +462,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .filter_map(|&t| peers::Relay::of(t))
         .map(|r| peers::detect(r, machine.cores))
         .collect();
-    let skipped: Vec<report::Skipped> = relays
+    let mut skipped: Vec<report::Skipped> = relays
         .iter()
         .filter_map(|r| {
             r.skipped().map(|reason| report::Skipped {
                 transport: r.transport,
+                workload: None,
                 reason,
             })
         })
         .collect();
+    if workloads.contains(&Workload::Realms) {
+        skipped.extend(realms_beyond_capacity(&relays, args.realms_links, nofile));
+    }
     let configs_dir = peer_configs_dir(&args);
     let exe = std::env::current_exe()?;
     let opts = EnvOptions {
@@ -511,7 +515,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for r in &relays {
         match &r.binary {
             Some(b) => println!("{}: {b}, {}", r.transport.name(), r.version),
-            None => println!("{}: {}", r.transport.name(), r.skipped().unwrap_or_default()),
+            None => println!(
+                "{}: {}",
+                r.transport.name(),
+                r.skipped().unwrap_or_default()
+            ),
         }
     }
     println!();
@@ -522,7 +530,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (w, variants) in &plan {
         for round in 0..rounds {
             for v in round_order(variants, round) {
-                if skipped.iter().any(|s| s.transport == v.transport) {
+                if skipped
+                    .iter()
+                    .any(|s| s.transport == v.transport && s.workload.is_none_or(|sw| sw == *w))
+                {
                     continue;
                 }
                 eprint!(
@@ -624,6 +635,35 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Peer relays that cannot carry the realms workload's links with the open-file limit the bench
+/// got: each link holds two sockets in each relay. Their realms row says so instead of failing
+/// after a minute of half-open links.
+fn realms_beyond_capacity(
+    relays: &[peers::RelayInfo],
+    links: usize,
+    nofile: u64,
+) -> Vec<report::Skipped> {
+    relays
+        .iter()
+        .filter(|r| r.binary.is_some())
+        .filter_map(|r| {
+            let relay = peers::Relay::of(r.transport)?;
+            let cap = peers::capacity(relay, nofile);
+            (cap < links as u64).then(|| report::Skipped {
+                transport: r.transport,
+                workload: Some(Workload::Realms),
+                reason: format!(
+                    "skipped: {links} links hold {} sockets in each {} relay (2 per link); with \
+                     this machine's open-file limit of {nofile} it admits {cap} (rlinkd holds 1 per \
+                     link); a smaller --realms-links runs it",
+                    2 * links,
+                    relay.name()
+                ),
+            })
+        })
+        .collect()
+}
+
 /// Runs one cell once; returns its figures and the relay configs it ran with (peers only).
 fn run_one(
     w: Workload,
@@ -705,7 +745,12 @@ mod tests {
         }
         let jumbo = plan(&[Workload::Rpc], &[Transport::Quic], &[Mtu::Jumbo], None);
         assert_eq!(jumbo[0].1, vec![v(Transport::Quic, Some(8952))]);
-        let lo = plan(&[Workload::Bulk], &[Transport::Quic], &[Mtu::Jumbo], Some(65527));
+        let lo = plan(
+            &[Workload::Bulk],
+            &[Transport::Quic],
+            &[Mtu::Jumbo],
+            Some(65527),
+        );
         assert_eq!(lo[0].1, vec![v(Transport::Quic, Some(65527))]);
         assert_eq!(lo[0].1[0].path_label(), "65527B*");
     }
@@ -743,6 +788,41 @@ mod tests {
         assert_eq!(d.rounds, 3);
         assert_eq!(d.duration, Duration::from_secs(1));
         assert!(d.mtu.is_empty() && d.udp_payload.is_none());
+    }
+
+    /// Where the open-file limit stops a relay short of the realms links, its row says why.
+    #[test]
+    fn realms_beyond_a_relays_file_limit_is_skipped_with_the_reason() {
+        let relays = vec![
+            peers::RelayInfo {
+                transport: Transport::Haproxy,
+                binary: Some("/usr/sbin/haproxy".into()),
+                version: String::new(),
+                threads: String::new(),
+            },
+            peers::RelayInfo {
+                transport: Transport::Stunnel,
+                binary: None,
+                version: String::new(),
+                threads: String::new(),
+            },
+        ];
+        let s = realms_beyond_capacity(&relays, 10_000, 20_000);
+        assert_eq!(
+            s.len(),
+            1,
+            "a relay that is not installed is skipped for that already"
+        );
+        assert_eq!(s[0].transport, Transport::Haproxy);
+        assert_eq!(s[0].workload, Some(Workload::Realms));
+        assert!(
+            s[0].reason
+                .starts_with("skipped: 10000 links hold 20000 sockets"),
+            "{}",
+            s[0].reason
+        );
+        assert!(realms_beyond_capacity(&relays, 10_000, 1 << 16).is_empty());
+        assert!(realms_beyond_capacity(&relays, 5_000, 20_000).is_empty());
     }
 
     #[derive(clap::Parser)]

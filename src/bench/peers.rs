@@ -32,11 +32,54 @@ pub const CIPHERSUITE: &str = "TLS_AES_128_GCM_SHA256";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a relay may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// File descriptors a relay may open. Each link holds two sockets in each relay (one per leg),
-/// where rlinkd holds one per link plus one UDP socket; with a 20,000 limit a relay could not
-/// carry the realms workload's 10,000 links at all. Raised for the relays only, where the bench
-/// may (as root); an operator would raise it the same way.
+/// Open files the bench asks for, for itself and the processes it starts. Each link holds two
+/// sockets in each peer relay (one per leg), where rlinkd holds one per link plus one UDP
+/// socket; with a limit of 20,000 a relay cannot carry the realms workload's 10,000 links.
 const RELAY_NOFILE: libc::rlim_t = 1 << 16;
+
+/// Raises this process's open-file limit (inherited by every process it starts) to
+/// [`RELAY_NOFILE`] where it may (CAP_SYS_RESOURCE), else soft to hard; returns the soft limit.
+pub fn raise_nofile() -> u64 {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write rlimit structs that live on this stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) != 0 {
+            return 1024;
+        }
+        if cur.rlim_max < RELAY_NOFILE {
+            let want = libc::rlimit {
+                rlim_cur: RELAY_NOFILE,
+                rlim_max: RELAY_NOFILE,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return RELAY_NOFILE as u64;
+            }
+        }
+        if cur.rlim_cur < cur.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: cur.rlim_max,
+                rlim_max: cur.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return cur.rlim_max as u64;
+            }
+        }
+        cur.rlim_cur as u64
+    }
+}
+
+/// How many links a relay admits with `nofile` open files when nothing is configured: HAProxy
+/// derives maxconn from the limit (2 sockets per connection, less a few for listeners: 9,991 at
+/// 20,000 here), stunnel admits `nofile * 125 / 256` clients (9,765 at 20,000).
+pub fn capacity(relay: Relay, nofile: u64) -> u64 {
+    match relay {
+        Relay::Haproxy => nofile.saturating_sub(64) / 2,
+        Relay::Stunnel => nofile * 125 / 256,
+    }
+}
 
 /// A relay program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,11 +189,7 @@ fn version_of(relay: Relay, bin: &Path) -> String {
         Relay::Haproxy => "-v",
         Relay::Stunnel => "-version",
     };
-    let Ok(out) = Command::new(bin)
-        .arg(arg)
-        .stdin(Stdio::null())
-        .output()
-    else {
+    let Ok(out) = Command::new(bin).arg(arg).stdin(Stdio::null()).output() else {
         return String::new();
     };
     let text = format!(
@@ -360,32 +399,12 @@ impl RelayProc {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: the closure runs in the forked child before exec and only makes two system
-        // calls (prctl, setrlimit) on values it owns; it allocates nothing and takes no lock.
+        // SAFETY: the closure runs in the forked child before exec and makes one system call
+        // (prctl) on constants; it allocates nothing and takes no lock.
         unsafe {
             cmd.pre_exec(|| {
                 // Killed with the bench, so a relay never outlives an aborted run.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                let lim = libc::rlimit {
-                    rlim_cur: RELAY_NOFILE,
-                    rlim_max: RELAY_NOFILE,
-                };
-                let mut cur = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) == 0
-                    && cur.rlim_max < RELAY_NOFILE
-                {
-                    // Fails without CAP_SYS_RESOURCE; the relay then keeps the inherited limit.
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-                } else if cur.rlim_cur < cur.rlim_max {
-                    let raised = libc::rlimit {
-                        rlim_cur: cur.rlim_max,
-                        rlim_max: cur.rlim_max,
-                    };
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
-                }
                 Ok(())
             });
         }
@@ -507,12 +526,16 @@ pub fn tcp_listening(table: &str, port: u16) -> bool {
 }
 
 /// A /proc/net/unix table has a listening socket (flag __SO_ACCEPTCON, 0x10000) bound to `path`.
+/// The table keeps the name a socket was bound to: HAProxy binds `PATH.PID.tmp` and renames it
+/// to PATH, so that name counts too once PATH exists.
 pub fn unix_listening(table: &str, path: &Path) -> bool {
     let want = path.display().to_string();
+    let renamed = format!("{want}.");
     table.lines().skip(1).any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() >= 8
-            && f[7] == want
+            && (f[7] == want
+                || (f[7].starts_with(&renamed) && f[7].ends_with(".tmp") && path.exists()))
             && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
     })
 }
@@ -573,7 +596,10 @@ mod tests {
             assert!(c.contains("mode tcp"), "{c}");
             let settings: Vec<&str> = c.lines().filter(|l| !l.starts_with('#')).collect();
             for tuned in ["nbthread", "maxconn", "tune.", "no-ssl-reuse", "cpu-map"] {
-                assert!(!settings.iter().any(|l| l.contains(tuned)), "{tuned} in {c}");
+                assert!(
+                    !settings.iter().any(|l| l.contains(tuned)),
+                    "{tuned} in {c}"
+                );
             }
         }
         assert!(a.contains("bind unix@/run/x/links.sock\n"), "{a}");
@@ -603,7 +629,10 @@ mod tests {
             assert!(c.contains("CAfile = /c/ca.pem"));
             let settings: Vec<&str> = c.lines().filter(|l| !l.starts_with(';')).collect();
             for tuned in ["stack", "socket", "sessionCache", "TIMEOUT"] {
-                assert!(!settings.iter().any(|l| l.contains(tuned)), "{tuned} in {c}");
+                assert!(
+                    !settings.iter().any(|l| l.contains(tuned)),
+                    "{tuned} in {c}"
+                );
             }
         }
         assert!(a.contains("client = yes\naccept = 127.0.0.1:4000\nconnect = 127.0.0.1:5000"));
@@ -612,15 +641,39 @@ mod tests {
         assert!(b.contains("checkHost = a") && b.contains("key = /c/b.key"));
     }
 
+    /// At this machine's 20,000-file limit neither relay admits 10,000 links (HAProxy stopped at
+    /// 9,991, stunnel at 9,765); at 65,536 both do.
+    #[test]
+    fn relay_capacity_follows_the_file_limit() {
+        for r in [Relay::Haproxy, Relay::Stunnel] {
+            assert!(capacity(r, 20_000) < 10_000, "{r:?}");
+            assert!(capacity(r, 20_000) > 9_000, "{r:?}");
+            assert!(capacity(r, 1 << 16) > 30_000, "{r:?}");
+        }
+    }
+
     #[test]
     fn reads_listening_sockets_from_proc_tables() {
         let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:1F91 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0\n";
         assert!(tcp_listening(tcp, 8080));
-        assert!(!tcp_listening(tcp, 8081), "an established socket is not a listener");
+        assert!(
+            !tcp_listening(tcp, 8081),
+            "an established socket is not a listener"
+        );
         let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n0000000000000000: 00000002 00000000 00010000 0001 01 100 /run/x/links.sock\n0000000000000000: 00000003 00000000 00000000 0001 03 101 /run/x/other.sock\n";
         assert!(unix_listening(unix, Path::new("/run/x/links.sock")));
         assert!(!unix_listening(unix, Path::new("/run/x/other.sock")));
         assert!(!unix_listening(unix, Path::new("/run/x/none.sock")));
+        // HAProxy's bind-then-rename: listed under the temporary name, live at the real one.
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("links.sock");
+        let table = format!(
+            "Num RefCount Protocol Flags Type St Inode Path\n0: 00000002 00000000 00010000 0001 01 100 {}.4242.tmp\n",
+            real.display()
+        );
+        assert!(!unix_listening(&table, &real), "not renamed yet");
+        std::fs::write(&real, b"").unwrap();
+        assert!(unix_listening(&table, &real));
     }
 
     /// A relay that is not installed is reported as such, never silently left out.

@@ -561,10 +561,7 @@ mod tests {
             peer_configs: None,
             skipped: Vec::new(),
             planned: Vec::new(),
-            targets: super::super::report::targets(
-                &super::super::summary::rows(&results),
-                &[],
-            ),
+            targets: super::super::report::targets(&super::super::summary::rows(&results), &[]),
             results,
             failures: Vec::new(),
         };
@@ -589,9 +586,15 @@ mod tests {
             .filter(|r| r.transport == Transport::Quic)
             .all(|r| r.udp_payload == Some(1452)));
         let table = super::super::report::table(&rep);
-        assert!(table.contains("1500      765.8"), "bulk quic goodput: {table}");
+        assert!(
+            table.contains("1500      765.8"),
+            "bulk quic goodput: {table}"
+        );
         assert!(table.contains("ratios, quic / other"), "{table}");
-        assert!(!table.contains("range over"), "one round has no range: {table}");
+        assert!(
+            !table.contains("range over"),
+            "one round has no range: {table}"
+        );
         let dir = tempfile::tempdir().unwrap();
         super::write_all(&rep, dir.path()).unwrap();
     }

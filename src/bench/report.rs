@@ -55,6 +55,9 @@ pub struct Target {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Skipped {
     pub transport: Transport,
+    /// The one workload it could not run (None: every workload).
+    #[serde(default)]
+    pub workload: Option<Workload>,
     /// `skipped: haproxy not installed`
     pub reason: String,
 }
@@ -151,10 +154,14 @@ fn mtu_name(payload: Option<usize>) -> String {
 pub fn targets(rows: &[Row], skipped: &[Skipped]) -> Vec<Target> {
     let mut v = Vec::new();
     let not_measured = |t: Option<Transport>| {
-        t.and_then(|t| skipped.iter().find(|s| s.transport == t))
-            .map_or("not measured in this run".to_string(), |s| {
-                format!("not measured in this run ({})", s.reason)
-            })
+        t.and_then(|t| {
+            skipped
+                .iter()
+                .find(|s| s.transport == t && s.workload.is_none())
+        })
+        .map_or("not measured in this run".to_string(), |s| {
+            format!("not measured in this run ({})", s.reason)
+        })
     };
     let mut push = |name: String,
                     required: &str,
@@ -400,7 +407,13 @@ fn header(s: &mut String, rep: &Report) {
     for r in &rep.relays {
         match &r.binary {
             Some(b) => {
-                let _ = writeln!(s, "{}: {} ({b}); {}", r.transport.name(), r.version, r.threads);
+                let _ = writeln!(
+                    s,
+                    "{}: {} ({b}); {}",
+                    r.transport.name(),
+                    r.version,
+                    r.threads
+                );
             }
             None => {
                 let _ = writeln!(
@@ -488,7 +501,11 @@ fn row_lines(s: &mut String, row: &Row, rounds: usize) {
         ];
         let parts: Vec<String> = names
             .iter()
-            .filter_map(|(label, f)| row.figures.get(f).map(|st| format!("{label} {}", range(st))))
+            .filter_map(|(label, f)| {
+                row.figures
+                    .get(f)
+                    .map(|st| format!("{label} {}", range(st)))
+            })
             .collect();
         let _ = writeln!(
             s,
@@ -576,11 +593,7 @@ fn row_lines(s: &mut String, row: &Row, rounds: usize) {
         })
         .collect();
     if !flagged.is_empty() {
-        let _ = writeln!(
-            s,
-            "           outside load FLAGGED: {}",
-            flagged.join(", ")
-        );
+        let _ = writeln!(s, "           outside load FLAGGED: {}", flagged.join(", "));
     }
 }
 
@@ -626,7 +639,10 @@ pub fn table(rep: &Report) -> String {
             shown.push(row.variant.transport);
         }
         for sk in &rep.skipped {
-            if planned.contains(&sk.transport) && !shown.contains(&sk.transport) {
+            if planned.contains(&sk.transport)
+                && !shown.contains(&sk.transport)
+                && sk.workload.is_none_or(|sw| sw == w)
+            {
                 let _ = writeln!(s, "  {:<8} {:>6} {}", sk.transport.name(), "", sk.reason);
             }
         }
@@ -708,7 +724,15 @@ fn ratios_section(s: &mut String, rows: &[Row], skipped: &[Skipped]) {
         );
     }
     for sk in skipped {
-        let _ = writeln!(s, "  vs {}: {}", sk.transport.name(), sk.reason);
+        let _ = writeln!(
+            s,
+            "  vs {}{}: {}",
+            sk.transport.name(),
+            sk.workload
+                .map(|w| format!(" ({})", w.name()))
+                .unwrap_or_default(),
+            sk.reason
+        );
     }
 }
 

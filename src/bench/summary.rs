@@ -105,11 +105,7 @@ pub fn rows(results: &[RunResult]) -> Vec<Row> {
                 .filter(|r| r.workload == w && r.variant() == v)
                 .collect();
             let verified: Vec<&RunResult> = all.iter().copied().filter(|r| r.verified).collect();
-            let counted = if verified.is_empty() {
-                &all
-            } else {
-                &verified
-            };
+            let counted = if verified.is_empty() { &all } else { &verified };
             out.push(row(w, v, counted, all.len(), verified.len(), &all));
         }
     }
@@ -214,7 +210,10 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 /// Every quic row against every other row of its workload: peers first, then direct transports.
 pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    for q in rows.iter().filter(|r| r.variant.transport == Transport::Quic) {
+    for q in rows
+        .iter()
+        .filter(|r| r.variant.transport == Transport::Quic)
+    {
         let mut others: Vec<&Row> = rows
             .iter()
             .filter(|o| o.workload == q.workload && o.variant.transport != Transport::Quic)

@@ -100,9 +100,10 @@ impl Load {
         }
     }
 
-    /// Share of the machine others had: busy outside the run plus steal.
+    /// Share of the machine others had: busy outside the run plus steal, at most all of it
+    /// (clock-tick rounding of short phases can push the sum past 1).
     pub fn others_share(&self) -> f64 {
-        self.outside_share() + self.steal_share()
+        (self.outside_share() + self.steal_share()).min(1.0)
     }
 
     pub fn flagged(&self) -> bool {

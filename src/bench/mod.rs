@@ -1,11 +1,15 @@
 //! `rlinkd bench`: QUIC rlinks measured against the TCP, Unix-socket and TLS rlinks routers use
-//! today, on one machine, in one run.
+//! today and against the TLS sidecar pairs (HAProxy, stunnel) users would deploy instead, on one
+//! machine, in one run.
 //!
-//! Every (transport, workload) pair runs in a fresh environment: a router emulator process
-//! ([`router`]), for `quic` two `rlinkd run` processes between it and the clients, and the clients
-//! in this process ([`client`]). Each run verifies what arrived (sequence numbers and every payload
-//! byte) and a failed verification fails the run. CPU, memory and sockets come from /proc for
-//! every process ([`procs`]).
+//! Every (workload, transport) cell runs `--rounds` times, transports interleaved ([`plan`],
+//! [`round_order`]), each run in a fresh environment: a router emulator process ([`router`]), for
+//! `quic` two `rlinkd run` processes between it and the clients, for `haproxy` and `stunnel` two
+//! relay processes ([`peers`]), and the clients in this process ([`client`]). Each run verifies
+//! what arrived (sequence numbers and every payload byte) and a failed verification fails the
+//! run. CPU, memory and sockets come from /proc for every process ([`procs`]), the machine's
+//! steal and outside load from /proc/stat ([`load`]); [`summary`] turns rounds into medians,
+//! ranges and ratios.
 
 pub mod client;
 pub mod env;

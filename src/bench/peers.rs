@@ -55,7 +55,7 @@ pub fn raise_nofile() -> u64 {
                 rlim_max: RELAY_NOFILE,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return RELAY_NOFILE as u64;
+                return RELAY_NOFILE;
             }
         }
         if cur.rlim_cur < cur.rlim_max {
@@ -64,10 +64,10 @@ pub fn raise_nofile() -> u64 {
                 rlim_max: cur.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return cur.rlim_max as u64;
+                return cur.rlim_max;
             }
         }
-        cur.rlim_cur as u64
+        cur.rlim_cur
     }
 }
 

@@ -187,7 +187,10 @@ fn grouped_bars(
         .map(|&w| (w, runs(rep, w)))
         .filter(|(_, rs)| !rs.is_empty())
         .collect();
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    // Room for each bar's value label: up to seven rows per workload (peers, two MTUs).
+    let bars: usize = groups.iter().map(|(_, rs)| rs.len()).sum();
+    let width = (200 + 48 * bars as u32).max(900);
+    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, (FONT, 22))?;
     if groups.is_empty() {
@@ -198,7 +201,7 @@ fn grouped_bars(
     let ts = transports_in(&groups);
     let ymax = groups
         .iter()
-        .flat_map(|(_, rs)| rs.iter().map(|r| value(r)))
+        .flat_map(|(_, rs)| rs.iter().map(value))
         .fold(0.0, f64::max)
         .max(1e-9)
         // Headroom for the value labels and the legend (up to seven rows).
@@ -295,7 +298,7 @@ fn latency(path: &Path, rep: &Report) -> DrawResult {
                 .map(|(i, v)| (i as f64, v.max(0.1)))
                 .collect()
         };
-        let all: Vec<f64> = rs.iter().flat_map(|r| points(r)).map(|p| p.1).collect();
+        let all: Vec<f64> = rs.iter().flat_map(&points).map(|p| p.1).collect();
         // Whole decades, so the log axis is labelled at powers of ten, plus one empty decade on
         // top for the legend.
         let lo = all.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -356,7 +359,10 @@ fn cpu(path: &Path, rep: &Report) -> DrawResult {
         .map(|&w| (w, runs(rep, w)))
         .filter(|(_, rs)| !rs.is_empty())
         .collect();
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    // Each bar is labelled with its transport and total ("quic 9000 1.44").
+    let nbars: usize = groups.iter().map(|(_, rs)| rs.len()).sum();
+    let width = (200 + 100 * nbars as u32).max(900);
+    let root = SVGBackend::new(path, (width, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = "CPU seconds per GB of payload, by process (lower is better)";
     let root = root.titled(title, (FONT, 22))?;

@@ -239,12 +239,7 @@ pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
 
 /// The row of (workload, transport); for quic the one at `payload` if given, else the 1,500-byte
 /// one, else any.
-pub fn find(
-    rows: &[Row],
-    w: Workload,
-    t: Transport,
-    payload: Option<usize>,
-) -> Option<&Row> {
+pub fn find(rows: &[Row], w: Workload, t: Transport, payload: Option<usize>) -> Option<&Row> {
     let mut it = rows
         .iter()
         .filter(|r| r.workload == w && r.variant.transport == t && r.verified > 0);

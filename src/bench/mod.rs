@@ -263,7 +263,7 @@ pub struct BenchArgs {
     /// New links opened one after another by the open workload.
     #[arg(long, default_value_t = 200)]
     pub open_rounds: usize,
-    /// Local legs of the quic transport: unix or tcp.
+    /// Local legs (client to relay a, relay b to router) of quic, haproxy and stunnel: unix or tcp.
     #[arg(long, default_value = "unix")]
     pub quic_leg: String,
     /// Largest UDP payload rlinkd sends, instead of --mtu (65527: loopback-size packets, a

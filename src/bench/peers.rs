@@ -9,9 +9,8 @@
 //! only, TLS_AES_128_GCM_SHA256, mutual authentication with the CA and node certificates
 //! `rlinkd cert` makes, and the peer's name checked on both ends (a checks that b's certificate
 //! names `b`, b that a's names `a`). Nothing is tuned: no thread count, buffer size or TLS
-//! session setting is written, so HAProxy runs one thread per usable core and resumes TLS
-//! sessions between a and b, and stunnel runs one thread per connection, as each does out of
-//! the box. The configs are generated per run ([`haproxy_config`], [`stunnel_config`]).
+//! session setting is written, so HAProxy runs one thread per usable core and a reuses TLS
+//! sessions to b, and stunnel runs one thread per connection, as each does out of the box. The configs are generated per run ([`haproxy_config`], [`stunnel_config`]).
 
 use std::fs;
 use std::io;
@@ -167,12 +166,12 @@ fn detect_in(relay: Relay, cores: usize, path: &std::ffi::OsStr) -> RelayInfo {
     let threads = match relay {
         Relay::Haproxy => format!(
             "1 process per relay, nbthread not set: HAProxy's default, one thread per usable core \
-             ({cores} here); TCP mode, 16 KiB buffers (tune.bufsize default), TLS sessions \
-             resumed between a and b (server-side default)"
+             ({cores} here); TCP mode, 16 KiB buffers (tune.bufsize default), a reuses TLS \
+             sessions to b (HAProxy's default on server lines)"
         ),
         Relay::Stunnel => "1 process per relay, one thread per connection (stunnel's pthread \
-                           model; 64 KiB thread stacks, the default), client-side TLS session \
-                           cache on (default)"
+                           model; 64 KiB thread stacks, the default), TLS session cache at \
+                           stunnel's defaults"
             .to_string(),
     };
     RelayInfo {

@@ -469,7 +469,7 @@ fn row_lines(s: &mut String, row: &Row, rounds: usize) {
     let l = r.latency.clone().unwrap_or_default();
     let _ = writeln!(
         s,
-        "  {:<8} {:>6} {:>10.1} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}  {:>8} {:>7} {:>7} {:>9}{}",
+        "  {:<8} {:>8} {:>10.1} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}  {:>8} {:>7} {:>7} {:>9}{}",
         r.transport.name(),
         row.variant.path_label(),
         r.goodput_mb_s,
@@ -612,7 +612,7 @@ pub fn table(rep: &Report) -> String {
         let _ = writeln!(s, "\n{}", describe(w));
         let _ = writeln!(
             s,
-            "  {:<8} {:>6} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>8} {:>7} {:>7} {:>9}",
+            "  {:<8} {:>8} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>8} {:>7} {:>7} {:>9}",
             "",
             "MTU",
             "MB/s",
@@ -643,13 +643,13 @@ pub fn table(rep: &Report) -> String {
                 && !shown.contains(&sk.transport)
                 && sk.workload.is_none_or(|sw| sw == w)
             {
-                let _ = writeln!(s, "  {:<8} {:>6} {}", sk.transport.name(), "", sk.reason);
+                let _ = writeln!(s, "  {:<8} {:>8} {}", sk.transport.name(), "", sk.reason);
             }
         }
         if let Some(r) = rows.iter().find(|r| r.workload == w) {
             let _ = writeln!(
                 s,
-                "        latency: {}; check (round 1 of each): {}",
+                "        latency: {}; check (first row, first verified round; every round of every row is checked): {}",
                 r.median.latency_kind, r.median.verification
             );
         }
@@ -697,7 +697,7 @@ fn ratios_section(s: &mut String, rows: &[Row], skipped: &[Skipped]) {
     );
     let _ = writeln!(
         s,
-        "  {:<8} {:>6}  {:<9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>11}",
+        "  {:<8} {:>8}  {:<9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>11}",
         "", "quic", "vs", "goodput", "frames/s", "p50", "p99", "pair CPU/GB", "all CPU/GB"
     );
     let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} x"));
@@ -711,7 +711,7 @@ fn ratios_section(s: &mut String, rows: &[Row], skipped: &[Skipped]) {
         last = Some(r.workload);
         let _ = writeln!(
             s,
-            "  {:<8} {:>6}  {:<9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>11}",
+            "  {:<8} {:>8}  {:<9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>11}",
             w,
             r.quic.path_label(),
             r.other.transport.name(),

@@ -10,7 +10,8 @@
 //! `rlinkd cert` makes, and the peer's name checked on both ends (a checks that b's certificate
 //! names `b`, b that a's names `a`). Nothing is tuned: no thread count, buffer size or TLS
 //! session setting is written, so HAProxy runs one thread per usable core and a reuses TLS
-//! sessions to b, and stunnel runs one thread per connection, as each does out of the box. The configs are generated per run ([`haproxy_config`], [`stunnel_config`]).
+//! sessions to b, and stunnel runs one thread per connection, as each does out of the box. The
+//! configs are generated per run ([`haproxy_config`], [`stunnel_config`]).
 
 use std::fs;
 use std::io;
@@ -27,7 +28,7 @@ use crate::addr::LocalAddr;
 
 /// The one TLS 1.3 cipher suite both ends allow (rlinkd's QUIC uses AES-128-GCM on AES-NI hosts).
 pub const CIPHERSUITE: &str = "TLS_AES_128_GCM_SHA256";
-/// How long a relay may take to listen on both of its addresses.
+/// How long a relay may take to listen on its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a relay may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);

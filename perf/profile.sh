@@ -3,7 +3,8 @@
 #
 #   perf/profile.sh WORKLOAD [--udp-payload N] [--no-gso] [--quic-leg unix|tcp]
 #
-# Runs `rlinkd bench --workload WORKLOAD --transport quic --duration 8s`, and while it measures,
+# Runs `rlinkd bench --workload WORKLOAD --transport quic --duration 8s --rounds 1 --mtu 1500`
+# (--udp-payload overrides the MTU), and while it measures,
 # `perf record -e cpu-clock -g --call-graph dwarf` on both `rlinkd run` children for RECORD_S
 # seconds. Writes into build/perf/WORKLOAD/: perf.data, perf.script.txt, stacks.folded,
 # classify.txt + classify.json (perf/classify.py), flamegraph.svg, bench.txt (the bench's own
@@ -65,7 +66,8 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 # A bench folder of its own, so a concurrent `rlinkd bench` in build/bench is not disturbed.
-"$RLINKD" bench --workload "$WORKLOAD" --transport quic --duration "$DURATION" \
+# One run of one quic process pair: one round, one MTU.
+"$RLINKD" bench --workload "$WORKLOAD" --transport quic --duration "$DURATION" --rounds 1 --mtu 1500 \
     --dir "$OUT/bench" --json "$OUT/bench.json" "${EXTRA[@]}" >"$OUT/bench.txt" 2>&1 &
 BENCH=$!
 trap 'kill $BENCH 2>/dev/null || true' EXIT
@@ -113,7 +115,7 @@ sed_args=()
 for p in "${!NAME[@]}"; do sed_args+=(-e "s/^rlinkd-$p;/${NAME[$p]};/" -e "s/^rlinkd-$p\/[0-9]*;/${NAME[$p]};/"); done
 sed "${sed_args[@]}" "$OUT/stacks.raw.folded" >"$OUT/stacks.folded"
 rm -f "$OUT/stacks.raw.folded"
-GOODPUT=$(awk '$1 == "quic" { print $2 " MB/s, " $3 " frames/s"; exit }' "$OUT/bench.txt")
+GOODPUT=$(awk '$1 == "quic" { print $3 " MB/s, " $4 " frames/s"; exit }' "$OUT/bench.txt")
 inferno-flamegraph --minwidth "$MINWIDTH" --width 1600 --hash \
     --title "rlinkd $WORKLOAD over quic: both rlinkd processes, $RECORD_S s cpu-clock" \
     --subtitle "bench ${EXTRA[*]:-default 1452 B UDP payload}; $GOODPUT while profiled" \

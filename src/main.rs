@@ -38,7 +38,8 @@ enum Command {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
-    /// Measure QUIC rlinks against TCP, Unix-socket and TLS rlinks on this machine.
+    /// Measure QUIC rlinks against TCP, Unix-socket and TLS rlinks and HAProxy and stunnel TLS
+    /// sidecar pairs on this machine.
     Bench(rlinkd::bench::BenchArgs),
     /// The benchmark's router emulator (started by `rlinkd bench`).
     #[command(hide = true)]

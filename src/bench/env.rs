@@ -1,5 +1,5 @@
 //! A benchmark environment: the router emulator process and, for `quic`, the two rlinkd nodes
-//! between it and the clients, all on loopback.
+//! between it and the clients (for `haproxy` and `stunnel`, the two relays), all on loopback.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use boring::ssl::SslConnector;
 
+use super::load::SysSample;
+use super::peers::{Relay, RelayInfo, RelayPlan, RelayProc};
 use super::procs::{sample, ProcSample};
 use super::router::{RouterMode, RouterReport};
 use super::stream::{tls_connector, ROUTER_NAME};
-use super::Transport;
+use super::{Transport, Variant, PAYLOAD_1500};
 use crate::addr::LocalAddr;
 use crate::cluster::{free_tcp_port, free_udp_port, wait_for_log, NodePlan, NodeProcess};
 
@@ -108,6 +110,8 @@ pub struct Env {
     pub transport: Transport,
     pub router: RouterProc,
     pub nodes: Vec<NodeProcess>,
+    /// haproxy/stunnel: relay a (next to the clients), then b.
+    pub relays: Vec<RelayProc>,
     /// Where clients connect.
     pub client_addr: LocalAddr,
     pub tls: Option<SslConnector>,
@@ -117,13 +121,23 @@ pub struct EnvOptions<'a> {
     pub exe: &'a Path,
     pub dir: &'a Path,
     pub certs: &'a Path,
+    /// Local legs (client to relay a, relay b to router) over Unix sockets, else TCP.
     pub quic_leg_unix: bool,
-    pub udp_payload: usize,
     pub gso: bool,
+    /// The peer relays found on this machine.
+    pub relays: &'a [RelayInfo],
+}
+
+/// Every process of a run and the machine, read at one moment.
+pub struct Snapshot {
+    pub procs: Vec<(String, ProcSample)>,
+    pub sys: SysSample,
+    pub at: std::time::Instant,
 }
 
 impl Env {
-    pub fn start(t: Transport, mode: RouterMode, o: &EnvOptions<'_>) -> io::Result<Env> {
+    pub fn start(v: Variant, mode: RouterMode, o: &EnvOptions<'_>) -> io::Result<Env> {
+        let t = v.transport;
         let unix = |name: &str| LocalAddr::Unix(o.dir.join(name));
         let tcp = || -> io::Result<LocalAddr> {
             Ok(LocalAddr::Tcp(
@@ -152,8 +166,60 @@ impl Env {
                     transport: t,
                     router,
                     nodes: Vec::new(),
+                    relays: Vec::new(),
                     client_addr: addr,
                     tls,
+                })
+            }
+            Transport::Haproxy | Transport::Stunnel => {
+                let relay = Relay::of(t).ok_or_else(|| io::Error::other("not a relay"))?;
+                let bin = o
+                    .relays
+                    .iter()
+                    .find(|r| r.transport == t)
+                    .and_then(|r| r.binary.clone())
+                    .ok_or_else(|| io::Error::other(format!("{} not installed", t.name())))?;
+                let (router_addr, link_addr) = if o.quic_leg_unix {
+                    (unix("router.sock"), unix("a-to-b.sock"))
+                } else {
+                    (tcp()?, tcp()?)
+                };
+                let between = tcp()?;
+                let router = RouterProc::start(o.exe, &router_addr, mode, None)?;
+                let peers_dir = o.dir.join("peers");
+                std::fs::create_dir_all(&peers_dir)?;
+                let plan = |node: &str, peer: &str, listen, connect, tls_in| RelayPlan {
+                    node: node.into(),
+                    peer: peer.into(),
+                    listen,
+                    connect,
+                    tls_in,
+                    ca: o.certs.join("ca.pem"),
+                    cert: o.certs.join(format!("{node}.pem")),
+                    key: o.certs.join(format!("{node}.key")),
+                    cert_and_key: peers_dir.join(format!("{}-{node}.pem", relay.name())),
+                    log: peers_dir.join(format!("{}-{node}.log", relay.name())),
+                };
+                // b first, so a's first connection finds it listening.
+                let b = RelayProc::start(
+                    relay,
+                    bin.as_ref(),
+                    &peers_dir,
+                    &plan("b", "a", between.clone(), router_addr, true),
+                )?;
+                let a = RelayProc::start(
+                    relay,
+                    bin.as_ref(),
+                    &peers_dir,
+                    &plan("a", "b", link_addr.clone(), between, false),
+                )?;
+                Ok(Env {
+                    transport: t,
+                    router,
+                    nodes: Vec::new(),
+                    relays: vec![a, b],
+                    client_addr: link_addr,
+                    tls: None,
                 })
             }
             Transport::Quic => {
@@ -164,7 +230,8 @@ impl Env {
                 };
                 let router = RouterProc::start(o.exe, &router_addr, mode, None)?;
                 let (pa, pb) = (free_udp_port()?, free_udp_port()?);
-                let mut extra = vec![format!("max_udp_payload = {}", o.udp_payload)];
+                let payload = v.udp_payload.unwrap_or(PAYLOAD_1500);
+                let mut extra = vec![format!("max_udp_payload = {payload}")];
                 if !o.gso {
                     extra.push("gso = false".into());
                     extra.push("gro = false".into());
@@ -192,6 +259,7 @@ impl Env {
                     transport: t,
                     router,
                     nodes: vec![node_a, node_b],
+                    relays: Vec::new(),
                     client_addr: link_addr,
                     tls: None,
                 })
@@ -210,14 +278,35 @@ impl Env {
                 v.push((format!("rlinkd-{}", n.name), pid));
             }
         }
+        for r in &self.relays {
+            if let Some(pid) = r.pid() {
+                v.push((r.name.clone(), pid));
+            }
+        }
         v
     }
 
-    pub fn sample_all(&self) -> Vec<(String, ProcSample)> {
-        self.processes()
+    pub fn sample_all(&self) -> Snapshot {
+        let procs = self
+            .processes()
             .into_iter()
             .map(|(n, pid)| (n, sample(pid).unwrap_or_default()))
-            .collect()
+            .collect();
+        Snapshot {
+            procs,
+            sys: SysSample::read(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Stops the relays (haproxy, stunnel) and returns the configs they ran with.
+    pub fn stop_relays(&mut self) -> Vec<PathBuf> {
+        let mut configs = Vec::new();
+        for r in &mut self.relays {
+            r.stop();
+            configs.push(r.config.clone());
+        }
+        configs
     }
 
     /// Stops the nodes and returns their UDP counters parsed from the final stats line:

@@ -1,26 +1,37 @@
 //! `rlinkd bench`: QUIC rlinks measured against the TCP, Unix-socket and TLS rlinks routers use
-//! today, on one machine, in one run.
+//! today and against the TLS sidecar pairs (HAProxy, stunnel) users would deploy instead, on one
+//! machine, in one run.
 //!
-//! Every (transport, workload) pair runs in a fresh environment: a router emulator process
-//! ([`router`]), for `quic` two `rlinkd run` processes between it and the clients, and the clients
-//! in this process ([`client`]). Each run verifies what arrived (sequence numbers and every payload
-//! byte) and a failed verification fails the run. CPU, memory and sockets come from /proc for
-//! every process ([`procs`]).
+//! Every (workload, transport) cell runs `--rounds` times, transports interleaved ([`plan`],
+//! [`round_order`]), each run in a fresh environment: a router emulator process ([`router`]), for
+//! `quic` two `rlinkd run` processes between it and the clients, for `haproxy` and `stunnel` two
+//! relay processes ([`peers`]), and the clients in this process ([`client`]). Each run verifies
+//! what arrived (sequence numbers and every payload byte) and a failed verification fails the
+//! run. CPU, memory and sockets come from /proc for every process ([`procs`]), the machine's
+//! steal and outside load from /proc/stat ([`load`]); [`summary`] turns rounds into medians,
+//! ranges and ratios.
 
 pub mod client;
 pub mod env;
+pub mod load;
 pub mod payload;
+pub mod peers;
+pub mod plan;
 pub mod plots;
 pub mod procs;
 pub mod report;
 pub mod router;
 pub mod stream;
+pub mod summary;
+pub mod targets;
 pub mod workloads;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use plan::{plan, round_order, Mtu, Plan, Variant, PAYLOAD_1500, PAYLOAD_9000};
 
 use env::{Env, EnvOptions};
 use procs::ProcCost;
@@ -37,15 +48,21 @@ pub enum Transport {
     Uds,
     /// RawSocket over TLS 1.3 on TCP (BoringSSL), directly.
     Tls,
+    /// client -> HAProxy a (TCP mode, plain in, TLS out) -> HAProxy b (TLS in, plain out) -> router.
+    Haproxy,
+    /// client -> stunnel a (plain in, TLS out) -> stunnel b (TLS in, plain out) -> router.
+    Stunnel,
     /// client -> rlinkd a -> QUIC -> rlinkd b -> router.
     Quic,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 4] = [
+    pub const ALL: [Transport; 6] = [
         Transport::Tcp,
         Transport::Uds,
         Transport::Tls,
+        Transport::Haproxy,
+        Transport::Stunnel,
         Transport::Quic,
     ];
 
@@ -54,8 +71,15 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Uds => "uds",
             Transport::Tls => "tls",
+            Transport::Haproxy => "haproxy",
+            Transport::Stunnel => "stunnel",
             Transport::Quic => "quic",
         }
+    }
+
+    /// A TLS sidecar pair: the relays users would deploy instead of rlinkd.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Transport::Haproxy | Transport::Stunnel)
     }
 }
 
@@ -111,31 +135,40 @@ pub struct BenchArgs {
     /// Workloads to run (default: all): bulk, events, rpc, rpc64, realms, stall, open.
     #[arg(long, value_delimiter = ',')]
     pub workload: Vec<Workload>,
-    /// Transports to compare (default: all): tcp, uds, tls, quic.
+    /// Transports to compare (default: all): tcp, uds, tls, haproxy, stunnel, quic.
     #[arg(long, value_delimiter = ',')]
     pub transport: Vec<Transport>,
     /// Measured time of each throughput/latency run.
-    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Runs of every (workload, transport) cell, transports interleaved (forward, reverse,
+    /// forward order); the table shows the median and min..max.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub rounds: u32,
+    /// Path MTU of the quic transport: 1500 (1,452-byte UDP payload) or 9000 (8,952). Default:
+    /// bulk and events at both, the other workloads at 1500.
+    #[arg(long, value_delimiter = ',')]
+    pub mtu: Vec<Mtu>,
     /// Links opened by the realms workload.
     #[arg(long, default_value_t = 10_000)]
     pub realms_links: usize,
     /// New links opened one after another by the open workload.
     #[arg(long, default_value_t = 200)]
     pub open_rounds: usize,
-    /// Local legs of the quic transport: unix or tcp.
+    /// Local legs (client to relay a, relay b to router) of quic, haproxy and stunnel: unix or tcp.
     #[arg(long, default_value = "unix")]
     pub quic_leg: String,
-    /// Largest UDP payload rlinkd sends (1452: a 1,500-byte path MTU; 65527 for loopback-size packets).
-    #[arg(long, default_value_t = 1452)]
-    pub udp_payload: usize,
+    /// Largest UDP payload rlinkd sends, instead of --mtu (65527: loopback-size packets, a
+    /// loopback-only figure, not a network path).
+    #[arg(long)]
+    pub udp_payload: Option<usize>,
     /// Run rlinkd without UDP GSO/GRO (one datagram per system call), to measure what they bring.
     #[arg(long)]
     pub no_gso: bool,
     /// Measure nothing: print the table (and, with --plot, the charts) of a run saved with --json.
     #[arg(long, value_name = "JSON")]
     pub report: Option<PathBuf>,
-    /// Write all results as JSON here.
+    /// Write all results as JSON here (and the peers' configs into `peer-configs/` beside it).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write SVG charts into this folder.
@@ -151,6 +184,12 @@ pub struct BenchArgs {
 pub struct RunResult {
     pub workload: Workload,
     pub transport: Transport,
+    /// Round of this run (0-based) in its cell.
+    #[serde(default)]
+    pub round: usize,
+    /// quic only: the largest UDP payload rlinkd sent (1452 at a 1,500-byte MTU, 8952 at 9,000).
+    #[serde(default)]
+    pub udp_payload: Option<usize>,
     pub links: usize,
     pub frame_bytes: usize,
     pub seconds: f64,
@@ -161,6 +200,9 @@ pub struct RunResult {
     pub latency: Option<Percentiles>,
     pub latency_kind: String,
     pub processes: Vec<ProcCost>,
+    /// The machine during the measured phase: steal and CPU used outside this run.
+    #[serde(default)]
+    pub load: Option<load::Load>,
     /// quic only: datagrams per sendmsg (GSO) and per recvmsg (GRO), per node.
     pub datagrams_per_send: BTreeMap<String, f64>,
     pub datagrams_per_receive: BTreeMap<String, f64>,
@@ -185,6 +227,8 @@ impl RunResult {
         RunResult {
             workload,
             transport,
+            round: 0,
+            udp_payload: None,
             links,
             frame_bytes,
             seconds: 0.0,
@@ -195,6 +239,7 @@ impl RunResult {
             latency: None,
             latency_kind: String::new(),
             processes: Vec::new(),
+            load: None,
             datagrams_per_send: BTreeMap::new(),
             datagrams_per_receive: BTreeMap::new(),
             relay_copies_per_byte: None,
@@ -203,6 +248,52 @@ impl RunResult {
             verified: false,
             verification: String::new(),
         }
+    }
+
+    pub fn variant(&self) -> Variant {
+        Variant {
+            transport: self.transport,
+            udp_payload: self.udp_payload,
+        }
+    }
+
+    /// Sum of CPU s/GB of the processes `which` selects; None when none of them has a figure.
+    fn cpu_s_per_gb_of(&self, which: impl Fn(&ProcCost) -> bool) -> Option<f64> {
+        let v: Vec<f64> = self
+            .processes
+            .iter()
+            .filter(|p| which(p))
+            .filter_map(|p| p.cpu_s_per_gb)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    }
+
+    /// CPU s/GB of every process of the path.
+    pub fn all_cpu_s_per_gb(&self) -> Option<f64> {
+        self.cpu_s_per_gb_of(|_| true)
+    }
+
+    /// CPU s/GB of the relay pair (rlinkd, HAProxy or stunnel a + b); None on direct transports.
+    pub fn pair_cpu_s_per_gb(&self) -> Option<f64> {
+        self.cpu_s_per_gb_of(ProcCost::is_relay)
+    }
+
+    /// CPU s/GB of the endpoints: the clients and the router emulator.
+    pub fn endpoints_cpu_s_per_gb(&self) -> Option<f64> {
+        self.cpu_s_per_gb_of(|p| !p.is_relay())
+    }
+
+    /// CPU microseconds of the relay pair per frame delivered (per round trip for rpc and rpc64,
+    /// per link for realms and open).
+    pub fn pair_cpu_us_per_frame(&self) -> Option<f64> {
+        let relays: Vec<f64> = self
+            .processes
+            .iter()
+            .filter(|p| p.is_relay())
+            .map(|p| p.cpu_s)
+            .collect();
+        (!relays.is_empty() && self.frames > 0)
+            .then(|| relays.iter().sum::<f64>() / self.frames as f64 * 1e6)
     }
 }
 
@@ -213,13 +304,23 @@ impl RunResult {
 /// docs/ARCHITECTURE.md.
 pub const RELAY_COPIES_PER_BYTE: f64 = 4.0;
 
+/// Where the peers' configs of a run are kept with its results: `peer-configs/` beside the
+/// `--json` file, else in the `--plot` folder.
+fn peer_configs_dir(args: &BenchArgs) -> Option<PathBuf> {
+    if let Some(j) = &args.json {
+        let parent = j.parent().filter(|p| !p.as_os_str().is_empty());
+        return Some(parent.unwrap_or(Path::new(".")).join("peer-configs"));
+    }
+    args.plot.as_ref().map(|d| d.join("peer-configs"))
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     if let Some(path) = &args.report {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let saved: report::Report =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let saved = report::Report::from_json(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
         print!("{}", report::table(&saved));
         if let Some(d) = &args.plot {
             report::plot(&saved, d)?;
@@ -227,7 +328,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    crate::node::raise_fd_limit();
+    let nofile = peers::raise_nofile();
     let workloads = if args.workload.is_empty() {
         Workload::ALL.to_vec()
     } else {
@@ -251,63 +352,162 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::cert::generate(&certs, &["a".into(), "b".into(), "router".into()])
             .context("certificates")?;
     }
+    let machine = report::Machine::read();
+    let relays: Vec<peers::RelayInfo> = transports
+        .iter()
+        .filter_map(|&t| peers::Relay::of(t))
+        .map(|r| peers::detect(r, machine.cores))
+        .collect();
+    let mut skipped: Vec<report::Skipped> = relays
+        .iter()
+        .filter_map(|r| {
+            r.skipped().map(|reason| report::Skipped {
+                transport: r.transport,
+                workload: None,
+                reason,
+            })
+        })
+        .collect();
+    if workloads.contains(&Workload::Realms) {
+        skipped.extend(realms_beyond_capacity(&relays, args.realms_links, nofile));
+    }
+    let configs_dir = peer_configs_dir(&args);
     let exe = std::env::current_exe()?;
     let opts = EnvOptions {
         exe: &exe,
         dir: &dir,
         certs: &certs,
         quic_leg_unix,
-        udp_payload: args.udp_payload,
         gso: !args.no_gso,
+        relays: &relays,
     };
-    let machine = report::Machine::read();
+    let plan = plan(&workloads, &transports, &args.mtu, args.udp_payload);
+    let rounds = args.rounds as usize;
+    let cells: usize = plan.iter().map(|(_, v)| v.len()).sum();
     println!(
-        "rlinkd bench: {} workloads x {} transports, {:?} each, quic legs {}, max UDP payload {} B",
-        workloads.len(),
-        transports.len(),
+        "rlinkd bench: {} workloads, {cells} cells x {rounds} rounds, {:?} each, local legs {}, quic at {}",
+        plan.len(),
         args.duration,
         args.quic_leg,
-        args.udp_payload
+        match (args.udp_payload, args.mtu.is_empty()) {
+            (Some(n), _) if n > PAYLOAD_9000 =>
+                format!("{n}-byte UDP payload (loopback only, not a network path)"),
+            (Some(n), _) => format!("{n}-byte UDP payload"),
+            (None, false) => format!(
+                "MTU {}",
+                args.mtu
+                    .iter()
+                    .map(|m| format!("{} ({} B UDP payload)", if *m == Mtu::Jumbo { 9000 } else { 1500 }, m.udp_payload()))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            (None, true) => "MTU 1500 (1452 B UDP payload), bulk and events also at 9000 (8952 B)".into(),
+        }
     );
     println!(
-        "machine: {} cores, {}, kernel {}\n",
+        "machine: {} cores, {}, kernel {}",
         machine.cores, machine.cpu, machine.kernel
     );
+    for r in &relays {
+        match &r.binary {
+            Some(b) => println!("{}: {b}, {}", r.transport.name(), r.version),
+            None => println!(
+                "{}: {}",
+                r.transport.name(),
+                r.skipped().unwrap_or_default()
+            ),
+        }
+    }
+    println!();
 
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    for &w in &workloads {
-        for &t in &transports {
-            eprint!("  {:<7} {:<5} ... ", w.name(), t.name());
-            match run_one(w, t, &args, &opts) {
-                Ok(r) => {
-                    eprintln!(
-                        "{}",
-                        if r.verified {
-                            "verified"
-                        } else {
-                            "VERIFICATION FAILED"
-                        }
-                    );
-                    if !r.verified {
-                        failures.push(format!("{} {}: {}", w.name(), t.name(), r.verification));
-                    }
-                    results.push(r);
+    let mut saved_configs = Vec::new();
+    for (w, variants) in &plan {
+        for round in 0..rounds {
+            for v in round_order(variants, round) {
+                if skipped
+                    .iter()
+                    .any(|s| s.transport == v.transport && s.workload.is_none_or(|sw| sw == *w))
+                {
+                    continue;
                 }
-                Err(e) => {
-                    eprintln!("FAILED: {e:#}");
-                    failures.push(format!("{} {}: {e:#}", w.name(), t.name()));
+                eprint!(
+                    "  {:<7} {:<12} round {}/{rounds} ... ",
+                    w.name(),
+                    v.label(),
+                    round + 1
+                );
+                match run_one(*w, v, round, &args, &opts) {
+                    Ok((r, configs)) => {
+                        let load = r
+                            .load
+                            .as_ref()
+                            .map(|l| {
+                                format!(
+                                    " (others {:.0} % of the machine{})",
+                                    l.others_share() * 100.0,
+                                    if l.flagged() { ", FLAGGED" } else { "" }
+                                )
+                            })
+                            .unwrap_or_default();
+                        eprintln!(
+                            "{}{load}",
+                            if r.verified {
+                                "verified"
+                            } else {
+                                "VERIFICATION FAILED"
+                            }
+                        );
+                        if !r.verified {
+                            failures.push(format!(
+                                "{} {} round {}: {}",
+                                w.name(),
+                                v.label(),
+                                round + 1,
+                                r.verification
+                            ));
+                        }
+                        if let Some(d) = &configs_dir {
+                            peers::save_configs(&configs, d)
+                                .with_context(|| format!("writing {}", d.display()))?;
+                            if !configs.is_empty() {
+                                saved_configs = configs;
+                            }
+                        }
+                        results.push(r);
+                    }
+                    Err(e) => {
+                        eprintln!("FAILED: {e:#}");
+                        failures.push(format!(
+                            "{} {} round {}: {e:#}",
+                            w.name(),
+                            v.label(),
+                            round + 1
+                        ));
+                    }
                 }
             }
         }
     }
-    let targets = report::targets(&results);
+    let rows = summary::rows(&results);
+    let targets = report::targets(&rows, &skipped);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let full = report::Report {
         date: report::today(),
         command,
         machine,
         args: format!("{args:?}"),
+        rounds,
+        relays,
+        peer_configs: configs_dir
+            .filter(|_| !saved_configs.is_empty())
+            .map(|d| d.display().to_string()),
+        skipped,
+        planned: plan
+            .iter()
+            .map(|(w, v)| (*w, v.iter().map(|v| v.transport).collect()))
+            .collect(),
         results,
         targets,
         failures: failures.clone(),
@@ -331,17 +531,48 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Peer relays that cannot carry the realms workload's links with the open-file limit the bench
+/// got: each link holds two sockets in each relay. Their realms row says so instead of failing
+/// after a minute of half-open links.
+fn realms_beyond_capacity(
+    relays: &[peers::RelayInfo],
+    links: usize,
+    nofile: u64,
+) -> Vec<report::Skipped> {
+    relays
+        .iter()
+        .filter(|r| r.binary.is_some())
+        .filter_map(|r| {
+            let relay = peers::Relay::of(r.transport)?;
+            let cap = peers::capacity(relay, nofile);
+            (cap < links as u64).then(|| report::Skipped {
+                transport: r.transport,
+                workload: Some(Workload::Realms),
+                reason: format!(
+                    "skipped: {links} links hold {} sockets in each {} relay (2 per link); with \
+                     this machine's open-file limit of {nofile} it admits {cap} (rlinkd holds 1 per \
+                     link); a smaller --realms-links runs it",
+                    2 * links,
+                    relay.name()
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Runs one cell once; returns its figures and the relay configs it ran with (peers only).
 fn run_one(
     w: Workload,
-    t: Transport,
+    v: Variant,
+    round: usize,
     args: &BenchArgs,
     opts: &EnvOptions<'_>,
-) -> anyhow::Result<RunResult> {
+) -> anyhow::Result<(RunResult, Vec<PathBuf>)> {
     let mode = match w {
         Workload::Bulk | Workload::Events | Workload::Stall => RouterMode::Sink,
         _ => RouterMode::Echo,
     };
-    let mut env = Env::start(t, mode, opts)?;
+    let mut env = Env::start(v, mode, opts)?;
     let mut r = match w {
         Workload::Bulk | Workload::Events => workloads::streaming(&mut env, w, args.duration)?,
         Workload::Rpc => workloads::rpc(&mut env, 1, args.duration)?,
@@ -350,6 +581,9 @@ fn run_one(
         Workload::Stall => workloads::stall(&mut env, args.duration)?,
         Workload::Open => workloads::open(&mut env, args.open_rounds)?,
     };
+    r.round = round;
+    r.udp_payload = v.udp_payload;
+    let t = v.transport;
     if t == Transport::Tls {
         r.tls_offload = Some(crate::ktls::status());
     }
@@ -366,5 +600,73 @@ fn run_one(
             }
         }
     }
-    Ok(r)
+    let configs = env.stop_relays();
+    Ok((r, configs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_configs_go_beside_the_json() {
+        let mut args = <BenchArgsParser as clap::Parser>::parse_from(["x"]).args;
+        assert_eq!(peer_configs_dir(&args), None);
+        args.json = Some("perf/results/run/bench.json".into());
+        assert_eq!(
+            peer_configs_dir(&args),
+            Some(PathBuf::from("perf/results/run/peer-configs"))
+        );
+        args.json = Some("out.json".into());
+        assert_eq!(
+            peer_configs_dir(&args),
+            Some(PathBuf::from("./peer-configs"))
+        );
+        // The defaults the documentation states.
+        let d = <BenchArgsParser as clap::Parser>::parse_from(["x"]).args;
+        assert_eq!(d.rounds, 3);
+        assert_eq!(d.duration, Duration::from_secs(1));
+        assert!(d.mtu.is_empty() && d.udp_payload.is_none());
+    }
+
+    /// Where the open-file limit stops a relay short of the realms links, its row says why.
+    #[test]
+    fn realms_beyond_a_relays_file_limit_is_skipped_with_the_reason() {
+        let relays = vec![
+            peers::RelayInfo {
+                transport: Transport::Haproxy,
+                binary: Some("/usr/sbin/haproxy".into()),
+                version: String::new(),
+                threads: String::new(),
+            },
+            peers::RelayInfo {
+                transport: Transport::Stunnel,
+                binary: None,
+                version: String::new(),
+                threads: String::new(),
+            },
+        ];
+        let s = realms_beyond_capacity(&relays, 10_000, 20_000);
+        assert_eq!(
+            s.len(),
+            1,
+            "a relay that is not installed is skipped for that already"
+        );
+        assert_eq!(s[0].transport, Transport::Haproxy);
+        assert_eq!(s[0].workload, Some(Workload::Realms));
+        assert!(
+            s[0].reason
+                .starts_with("skipped: 10000 links hold 20000 sockets"),
+            "{}",
+            s[0].reason
+        );
+        assert!(realms_beyond_capacity(&relays, 10_000, 1 << 16).is_empty());
+        assert!(realms_beyond_capacity(&relays, 5_000, 20_000).is_empty());
+    }
+
+    #[derive(clap::Parser)]
+    struct BenchArgsParser {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
 }

@@ -2,11 +2,13 @@
 //!
 //! Four files, each comparing the transports of one run (ratios within a run are what the
 //! benchmark stands behind, see docs/DESIGN "Benchmark honesty"):
+//! Each bar or line is a (transport, MTU) row of the table: the median over the verified rounds.
 //! - `goodput.svg`: MB/s per transport, grouped by workload (bulk, events, stall);
 //! - `frames.svg`: frames/s per transport (events, rpc64);
 //! - `latency.svg`: one panel per workload that measured latency, p50/p90/p99/p99.9 on a log axis,
 //!   one line per transport;
-//! - `cpu.svg`: CPU seconds per GB of payload, stacked by process (clients, router, rlinkd a/b),
+//! - `cpu.svg`: CPU seconds per GB of payload, stacked by process (clients, router, relay a/b:
+//!   rlinkd, HAProxy or stunnel),
 //!   one bar per transport, for bulk and events.
 //!
 //! plotters is built without `ttf`/`ab_glyph`: text is written as SVG `<text>` elements and sized
@@ -23,18 +25,34 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::Report;
-use super::{RunResult, Transport, Workload};
+use super::{RunResult, Transport, Variant, Workload, PAYLOAD_1500, PAYLOAD_9000};
 
 type DrawResult = anyhow::Result<()>;
 
 const FONT: &str = "sans-serif";
 
-fn transport_color(t: Transport) -> RGBColor {
-    match t {
-        Transport::Tcp => RGBColor(31, 119, 180),
-        Transport::Uds => RGBColor(44, 160, 44),
-        Transport::Tls => RGBColor(255, 127, 14),
-        Transport::Quic => RGBColor(214, 39, 40),
+fn transport_color(v: Variant) -> RGBColor {
+    match (v.transport, v.udp_payload) {
+        (Transport::Tcp, _) => RGBColor(31, 119, 180),
+        (Transport::Uds, _) => RGBColor(44, 160, 44),
+        (Transport::Tls, _) => RGBColor(255, 127, 14),
+        (Transport::Haproxy, _) => RGBColor(140, 86, 75),
+        (Transport::Stunnel, _) => RGBColor(227, 119, 194),
+        (Transport::Quic, None | Some(PAYLOAD_1500)) => RGBColor(214, 39, 40),
+        (Transport::Quic, Some(PAYLOAD_9000)) => RGBColor(120, 18, 20),
+        (Transport::Quic, Some(_)) => RGBColor(255, 152, 150),
+    }
+}
+
+/// The CPU chart stacks processes by their place in the path, whatever the relay is.
+const ROLES: [&str; 4] = ["clients", "router", "relay a", "relay b"];
+
+fn role(process: &str) -> &'static str {
+    match process {
+        "clients" => "clients",
+        "router" => "router",
+        p if p.ends_with("-a") => "relay a",
+        _ => "relay b",
     }
 }
 
@@ -42,8 +60,8 @@ fn process_color(name: &str, i: usize) -> RGBColor {
     match name {
         "clients" => RGBColor(127, 127, 127),
         "router" => RGBColor(188, 189, 34),
-        "rlinkd-a" => RGBColor(148, 103, 189),
-        "rlinkd-b" => RGBColor(23, 190, 207),
+        "relay a" => RGBColor(148, 103, 189),
+        "relay b" => RGBColor(23, 190, 207),
         _ => {
             let (r, g, b) = Palette99::pick(i).to_rgba().rgb();
             RGBColor(r, g, b)
@@ -103,21 +121,19 @@ fn group_axis(names: &[&str]) -> NamedAxis {
     }
 }
 
-/// Results of the workload, verified ones only, in transport order.
-fn runs(rep: &Report, w: Workload) -> Vec<&RunResult> {
-    let mut v: Vec<&RunResult> = rep
-        .results
-        .iter()
-        .filter(|r| r.workload == w && r.verified)
-        .collect();
-    v.sort_by_key(|r| r.transport);
-    v
+/// The medians of the workload's rows with at least one verified round, in variant order.
+fn runs(rep: &Report, w: Workload) -> Vec<RunResult> {
+    super::summary::rows(&rep.results)
+        .into_iter()
+        .filter(|r| r.workload == w && r.verified > 0)
+        .map(|r| r.median)
+        .collect()
 }
 
-fn transports_in(groups: &[(Workload, Vec<&RunResult>)]) -> Vec<Transport> {
-    let mut ts: Vec<Transport> = groups
+fn transports_in(groups: &[(Workload, Vec<RunResult>)]) -> Vec<Variant> {
+    let mut ts: Vec<Variant> = groups
         .iter()
-        .flat_map(|(_, rs)| rs.iter().map(|r| r.transport))
+        .flat_map(|(_, rs)| rs.iter().map(|r| r.variant()))
         .collect();
     ts.sort();
     ts.dedup();
@@ -166,12 +182,15 @@ fn grouped_bars(
     workloads: &[Workload],
     value: fn(&RunResult) -> f64,
 ) -> DrawResult {
-    let groups: Vec<(Workload, Vec<&RunResult>)> = workloads
+    let groups: Vec<(Workload, Vec<RunResult>)> = workloads
         .iter()
         .map(|&w| (w, runs(rep, w)))
         .filter(|(_, rs)| !rs.is_empty())
         .collect();
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    // Room for each bar's value label: up to seven rows per workload (peers, two MTUs).
+    let bars: usize = groups.iter().map(|(_, rs)| rs.len()).sum();
+    let width = (200 + 48 * bars as u32).max(900);
+    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, (FONT, 22))?;
     if groups.is_empty() {
@@ -182,11 +201,11 @@ fn grouped_bars(
     let ts = transports_in(&groups);
     let ymax = groups
         .iter()
-        .flat_map(|(_, rs)| rs.iter().map(|r| value(r)))
+        .flat_map(|(_, rs)| rs.iter().map(value))
         .fold(0.0, f64::max)
         .max(1e-9)
-        // Headroom for the value labels and the legend (up to four transports).
-        * 1.35;
+        // Headroom for the value labels and the legend (up to seven rows).
+        * 1.6;
     let names: Vec<&str> = groups.iter().map(|(w, _)| w.name()).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(subtitle(rep), (FONT, 13))
@@ -210,7 +229,7 @@ fn grouped_bars(
             .iter()
             .enumerate()
             .filter_map(|(gi, (_, rs))| {
-                let r = rs.iter().find(|r| r.transport == t)?;
+                let r = rs.iter().find(|r| r.variant() == t)?;
                 Some((gi as f64 + 0.1 + ti as f64 * slot, value(r)))
             })
             .collect();
@@ -221,7 +240,7 @@ fn grouped_bars(
                     color.filled(),
                 )
             }))?
-            .label(t.name())
+            .label(t.label())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
         chart.draw_series(bars.iter().map(|&(x, v)| {
             Text::new(
@@ -266,7 +285,7 @@ fn latency(path: &Path, rep: &Report) -> DrawResult {
     }
     let panels = root.split_evenly((rows, cols));
     for (w, panel) in workloads.iter().zip(panels.iter()) {
-        let rs: Vec<&RunResult> = runs(rep, *w)
+        let rs: Vec<RunResult> = runs(rep, *w)
             .into_iter()
             .filter(|r| r.latency.is_some())
             .collect();
@@ -279,7 +298,7 @@ fn latency(path: &Path, rep: &Report) -> DrawResult {
                 .map(|(i, v)| (i as f64, v.max(0.1)))
                 .collect()
         };
-        let all: Vec<f64> = rs.iter().flat_map(|r| points(r)).map(|p| p.1).collect();
+        let all: Vec<f64> = rs.iter().flat_map(&points).map(|p| p.1).collect();
         // Whole decades, so the log axis is labelled at powers of ten, plus one empty decade on
         // top for the legend.
         let lo = all.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -311,11 +330,11 @@ fn latency(path: &Path, rep: &Report) -> DrawResult {
             .label_style((FONT, 12))
             .draw()?;
         for r in &rs {
-            let color = transport_color(r.transport);
+            let color = transport_color(r.variant());
             let pts = points(r);
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-                .label(r.transport.name())
+                .label(r.variant().label())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
@@ -335,12 +354,15 @@ fn latency(path: &Path, rep: &Report) -> DrawResult {
 
 /// CPU seconds per GB, one stacked bar per (workload, transport), one segment per process.
 fn cpu(path: &Path, rep: &Report) -> DrawResult {
-    let groups: Vec<(Workload, Vec<&RunResult>)> = [Workload::Bulk, Workload::Events]
+    let groups: Vec<(Workload, Vec<RunResult>)> = [Workload::Bulk, Workload::Events]
         .iter()
         .map(|&w| (w, runs(rep, w)))
         .filter(|(_, rs)| !rs.is_empty())
         .collect();
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    // Each bar is labelled with its transport and total ("quic 9000 1.44").
+    let nbars: usize = groups.iter().map(|(_, rs)| rs.len()).sum();
+    let width = (200 + 100 * nbars as u32).max(900);
+    let root = SVGBackend::new(path, (width, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = "CPU seconds per GB of payload, by process (lower is better)";
     let root = root.titled(title, (FONT, 22))?;
@@ -353,12 +375,14 @@ fn cpu(path: &Path, rep: &Report) -> DrawResult {
     for (_, rs) in &groups {
         for r in rs {
             for p in &r.processes {
-                if p.cpu_s_per_gb.is_some() && !procs.contains(&p.name.as_str()) {
-                    procs.push(&p.name);
+                let role = role(&p.name);
+                if p.cpu_s_per_gb.is_some() && !procs.contains(&role) {
+                    procs.push(role);
                 }
             }
         }
     }
+    procs.sort_by_key(|p| ROLES.iter().position(|r| r == p));
     let ts = transports_in(&groups);
     let slot = 0.8 / ts.len() as f64;
     // (x of the bar, run) for every bar.
@@ -368,17 +392,17 @@ fn cpu(path: &Path, rep: &Report) -> DrawResult {
         .flat_map(|(gi, (_, rs))| {
             let ts = &ts;
             rs.iter().map(move |r| {
-                let ti = ts.iter().position(|t| *t == r.transport).unwrap_or(0);
-                (gi as f64 + 0.1 + ti as f64 * slot, *r)
+                let ti = ts.iter().position(|t| *t == r.variant()).unwrap_or(0);
+                (gi as f64 + 0.1 + ti as f64 * slot, r)
             })
         })
         .collect();
-    let per_gb = |r: &RunResult, name: &str| -> f64 {
+    let per_gb = |r: &RunResult, role_name: &str| -> f64 {
         r.processes
             .iter()
-            .find(|p| p.name == name)
-            .and_then(|p| p.cpu_s_per_gb)
-            .unwrap_or(0.0)
+            .filter(|p| role(&p.name) == role_name)
+            .filter_map(|p| p.cpu_s_per_gb)
+            .sum()
     };
     let total = |r: &RunResult| procs.iter().map(|p| per_gb(r, p)).sum::<f64>();
     let ymax = bars
@@ -426,7 +450,7 @@ fn cpu(path: &Path, rep: &Report) -> DrawResult {
     }
     chart.draw_series(bars.iter().map(|&(x, r)| {
         Text::new(
-            format!("{} {}", r.transport.name(), short(total(r))),
+            format!("{} {}", r.variant().label(), short(total(r))),
             (x + slot / 2.0, total(r)),
             TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom)),
         )
@@ -504,6 +528,7 @@ mod tests {
                 cpu_s_per_gb: Some(0.5 / scale),
                 rss_mb: 10.0,
                 sockets: 2,
+                threads: 1,
             })
             .collect();
         r.verified = true;
@@ -537,7 +562,12 @@ mod tests {
                 kernel: "6.18".into(),
             },
             args: String::new(),
-            targets: super::super::report::targets(&results),
+            rounds: 1,
+            relays: Vec::new(),
+            peer_configs: None,
+            skipped: Vec::new(),
+            planned: Vec::new(),
+            targets: super::super::report::targets(&super::super::summary::rows(&results), &[]),
             results,
             failures: Vec::new(),
         };
@@ -545,7 +575,34 @@ mod tests {
         let back: Report = serde_json::from_str(&json).unwrap();
         let table = super::super::report::table(&back);
         assert_eq!(table, super::super::report::table(&rep));
-        assert!(table.contains("quic") && table.contains("sockets (process)"));
+        assert!(table.contains("quic") && table.contains("sockets 2/2/2/2"));
+    }
+
+    /// `rlinkd bench --report` on a run saved before rounds, MTUs and peers existed (the
+    /// committed 2026-11-26 run) still renders every row.
+    #[test]
+    fn a_run_saved_before_rounds_and_peers_still_renders() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("perf/results/bench-2026-11-26/bench.json");
+        let rep = Report::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(rep.rounds, 1);
+        assert!(rep
+            .results
+            .iter()
+            .filter(|r| r.transport == Transport::Quic)
+            .all(|r| r.udp_payload == Some(1452)));
+        let table = super::super::report::table(&rep);
+        assert!(
+            table.contains("1500      765.8"),
+            "bulk quic goodput: {table}"
+        );
+        assert!(table.contains("ratios, quic / other"), "{table}");
+        assert!(
+            !table.contains("range over"),
+            "one round has no range: {table}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        super::write_all(&rep, dir.path()).unwrap();
     }
 
     #[test]
@@ -570,6 +627,11 @@ mod tests {
                 kernel: "6.18".into(),
             },
             args: String::new(),
+            rounds: 1,
+            relays: Vec::new(),
+            peer_configs: None,
+            skipped: Vec::new(),
+            planned: Vec::new(),
             results,
             targets: Vec::new(),
             failures: Vec::new(),
@@ -595,7 +657,7 @@ mod tests {
             }
         }
         let cpu = texts(&std::fs::read_to_string(dir.path().join("cpu.svg")).unwrap());
-        for p in ["clients", "router", "rlinkd-a", "rlinkd-b"] {
+        for p in ["clients", "router", "relay a", "relay b"] {
             assert!(cpu.iter().any(|l| l == p), "cpu.svg has no legend for {p}");
         }
     }
@@ -611,6 +673,11 @@ mod tests {
                 kernel: "6.18".into(),
             },
             args: String::new(),
+            rounds: 1,
+            relays: Vec::new(),
+            peer_configs: None,
+            skipped: Vec::new(),
+            planned: Vec::new(),
             results: Vec::new(),
             targets: Vec::new(),
             failures: Vec::new(),

@@ -12,6 +12,7 @@ pub struct ProcSample {
     pub cpu_s: f64,
     pub rss_kb: u64,
     pub sockets: u64,
+    pub threads: u64,
 }
 
 /// What one process cost during a measured phase.
@@ -23,9 +24,24 @@ pub struct ProcCost {
     pub cpu_s_per_gb: Option<f64>,
     pub rss_mb: f64,
     pub sockets: u64,
+    /// Threads at the end of the phase (0 in runs saved before it was recorded).
+    #[serde(default)]
+    pub threads: u64,
 }
 
-fn ticks_per_second() -> f64 {
+impl ProcCost {
+    /// A relay of the path (rlinkd a/b, haproxy a/b, stunnel a/b), as opposed to an endpoint
+    /// (the clients and the router emulator, present in every transport).
+    pub fn is_relay(&self) -> bool {
+        is_relay(&self.name)
+    }
+}
+
+pub fn is_relay(name: &str) -> bool {
+    name != "clients" && name != "router"
+}
+
+pub fn ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
@@ -49,12 +65,16 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
     };
     let cpu_s = (ticks(11) + ticks(12)) as f64 / ticks_per_second();
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let rss_kb = field("VmRSS:");
+    let threads = field("Threads:");
     let sockets = fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -69,6 +89,7 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
         cpu_s,
         rss_kb,
         sockets,
+        threads,
     })
 }
 
@@ -82,6 +103,7 @@ pub fn cost(name: &str, before: ProcSample, after: ProcSample, payload_bytes: u6
         cpu_s_per_gb: (gb > 0.0).then(|| cpu_s / gb),
         rss_mb: after.rss_kb as f64 / 1024.0,
         sockets: after.sockets,
+        threads: after.threads,
     }
 }
 
@@ -92,5 +114,6 @@ mod tests {
         let s = super::sample(std::process::id()).unwrap();
         assert!(s.rss_kb > 0);
         assert!(s.cpu_s >= 0.0);
+        assert!(s.threads >= 1);
     }
 }

@@ -6,6 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::OUTSIDE_LOAD_FLAG;
+use super::peers::RelayInfo;
+use super::summary::{self, Row, Stat};
 use super::{RunResult, Transport, Workload};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,15 +51,66 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// A transport that was asked for but could not run here, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub transport: Transport,
+    /// The one workload it could not run (None: every workload).
+    #[serde(default)]
+    pub workload: Option<Workload>,
+    /// `skipped: haproxy not installed`
+    pub reason: String,
+}
+
+fn one() -> usize {
+    1
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub date: String,
     pub command: String,
     pub machine: Machine,
     pub args: String,
+    /// Rounds per (workload, transport) cell (runs saved before rounds existed had one).
+    #[serde(default = "one")]
+    pub rounds: usize,
+    /// The peer relays: binary, version, thread model.
+    #[serde(default)]
+    pub relays: Vec<RelayInfo>,
+    /// Where the peers' configs of this run were written.
+    #[serde(default)]
+    pub peer_configs: Option<String>,
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// Workloads and the transports each was to run on (to show skipped rows in place).
+    #[serde(default)]
+    pub planned: Vec<(Workload, Vec<Transport>)>,
+    /// Every run, every round.
     pub results: Vec<RunResult>,
     pub targets: Vec<Target>,
     pub failures: Vec<String>,
+}
+
+impl Report {
+    /// Reads a run saved with `--json`, also one saved by an earlier version of the bench.
+    pub fn from_json(text: &str) -> serde_json::Result<Report> {
+        let mut rep: Report = serde_json::from_str(text)?;
+        // Runs saved before the UDP payload was recorded per result had one for the whole run,
+        // in the arguments (`udp_payload: 1452`).
+        let payload = rep
+            .args
+            .split("udp_payload: ")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<usize>().ok());
+        for r in &mut rep.results {
+            if r.transport == Transport::Quic && r.udp_payload.is_none() {
+                r.udp_payload = payload;
+            }
+        }
+        Ok(rep)
+    }
 }
 
 /// Today's date (UTC) as YYYY-MM-DD.
@@ -79,125 +133,7 @@ pub fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn find(rs: &[RunResult], w: Workload, t: Transport) -> Option<&RunResult> {
-    rs.iter()
-        .find(|r| r.workload == w && r.transport == t && r.verified)
-}
-
-/// The targets of the benchmark issue, as ratios within this run.
-pub fn targets(rs: &[RunResult]) -> Vec<Target> {
-    let mut v = Vec::new();
-    let mut push = |name: &str, required: String, measured: Option<(String, bool)>| match measured {
-        Some((m, met)) => v.push(Target {
-            name: name.into(),
-            required,
-            measured: m,
-            met: Some(met),
-        }),
-        None => v.push(Target {
-            name: name.into(),
-            required,
-            measured: "not measured in this run".into(),
-            met: None,
-        }),
-    };
-    let q = |w| find(rs, w, Transport::Quic);
-    push(
-        "bulk goodput, quic vs tls",
-        ">= 0.35 x".into(),
-        q(Workload::Bulk)
-            .zip(find(rs, Workload::Bulk, Transport::Tls))
-            .map(|(q, t)| {
-                let r = q.goodput_mb_s / t.goodput_mb_s;
-                (
-                    format!(
-                        "{r:.2} x ({:.0} vs {:.0} MB/s)",
-                        q.goodput_mb_s, t.goodput_mb_s
-                    ),
-                    r >= 0.35,
-                )
-            }),
-    );
-    push(
-        "events frames/s, quic vs tcp",
-        ">= 0.5 x".into(),
-        q(Workload::Events)
-            .zip(find(rs, Workload::Events, Transport::Tcp))
-            .map(|(q, t)| {
-                let r = q.frames_per_s / t.frames_per_s;
-                (
-                    format!(
-                        "{r:.2} x ({:.0} vs {:.0} frames/s)",
-                        q.frames_per_s, t.frames_per_s
-                    ),
-                    r >= 0.5,
-                )
-            }),
-    );
-    push(
-        "rpc p99 (1 link), quic vs tcp",
-        "<= tcp + 150 us".into(),
-        q(Workload::Rpc)
-            .zip(find(rs, Workload::Rpc, Transport::Tcp))
-            .and_then(|(q, t)| {
-                let (ql, tl) = (q.latency.as_ref()?.p99, t.latency.as_ref()?.p99);
-                Some((
-                    format!("{ql:.0} us vs {tl:.0} us (+{:.0} us)", ql - tl),
-                    ql <= tl + 150.0,
-                ))
-            }),
-    );
-    push(
-        "realms: open all links (quic)",
-        "<= 3 s".into(),
-        q(Workload::Realms).and_then(|r| {
-            r.extra
-                .get("open_all_s")
-                .map(|s| (format!("{s:.2} s for {} links", r.links), *s <= 3.0))
-        }),
-    );
-    push(
-        "realms: RSS per idle link, each rlinkd",
-        "<= 64 KiB".into(),
-        q(Workload::Realms).map(|r| {
-            let per: Vec<(String, f64)> = r
-                .extra
-                .iter()
-                .filter(|(k, _)| k.starts_with("rss_kb_per_link_rlinkd"))
-                .map(|(k, v)| (k.trim_start_matches("rss_kb_per_link_").to_string(), *v))
-                .collect();
-            let text = per
-                .iter()
-                .map(|(n, v)| format!("{n} {v:.1} KiB"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            (text, !per.is_empty() && per.iter().all(|(_, v)| *v <= 64.0))
-        }),
-    );
-    push(
-        "stall: other links' goodput kept (quic)",
-        ">= 0.8 x".into(),
-        q(Workload::Stall).and_then(|r| {
-            r.extra
-                .get("stall_ratio")
-                .map(|s| (format!("{s:.2} x"), *s >= 0.8))
-        }),
-    );
-    push(
-        "open: new link to first echo, quic vs tls (median)",
-        "<= 1 x".into(),
-        q(Workload::Open)
-            .zip(find(rs, Workload::Open, Transport::Tls))
-            .and_then(|(q, t)| {
-                let (ql, tl) = (q.latency.as_ref()?.p50, t.latency.as_ref()?.p50);
-                Some((
-                    format!("{:.2} x ({ql:.0} us vs {tl:.0} us)", ql / tl),
-                    ql <= tl,
-                ))
-            }),
-    );
-    v
-}
+pub use super::targets::targets;
 
 fn describe(w: Workload) -> &'static str {
     match w {
@@ -211,23 +147,268 @@ fn describe(w: Workload) -> &'static str {
     }
 }
 
-/// The readable table.
-pub fn table(rep: &Report) -> String {
-    let mut s = String::new();
+/// A figure in at most about 6 characters, for ranges and ratios.
+pub fn compact(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn range(s: &Stat) -> String {
+    format!("{}..{}", compact(s.min), compact(s.max))
+}
+
+/// The short name of a process in a row: `a`, `b` for rlinkd, `haproxy-a` for a peer.
+fn short_name(name: &str) -> &str {
+    name.trim_start_matches("rlinkd-")
+}
+
+fn header(s: &mut String, rep: &Report) {
     let _ = writeln!(
         s,
         "\nrlinkd bench, {} ({} cores, {}, kernel {})",
         rep.date, rep.machine.cores, rep.machine.cpu, rep.machine.kernel
     );
     let _ = writeln!(s, "command: {}", rep.command);
-    let mut workloads: Vec<Workload> = rep.results.iter().map(|r| r.workload).collect();
-    workloads.dedup();
+    if rep.rounds > 1 {
+        let _ = writeln!(
+            s,
+            "{} rounds per (workload, transport), transports interleaved (forward, reverse, forward \
+             order); each figure is the median of the verified rounds, `range` its min..max",
+            rep.rounds
+        );
+    }
+    let _ = writeln!(
+        s,
+        "MTU column: quic at a 1500-byte path MTU (1452 B UDP payload) or 9000 (8952 B); `lo`: \
+         TCP or Unix sockets on loopback, which --mtu does not change (a TCP sender hands the \
+         kernel up to 64 KiB at a time at any MTU); `*`: loopback-size UDP, loopback only, not a \
+         network path"
+    );
+    for r in &rep.relays {
+        match &r.binary {
+            Some(b) => {
+                let _ = writeln!(
+                    s,
+                    "{}: {} ({b}); {}",
+                    r.transport.name(),
+                    r.version,
+                    r.threads
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "{}: {}",
+                    r.transport.name(),
+                    r.skipped().unwrap_or_default()
+                );
+            }
+        }
+    }
+    if !rep.relays.is_empty() {
+        let _ = writeln!(
+            s,
+            "peers: TLS 1.3 only, {}, mutual authentication with the rlinkd cert CA, peer name \
+             checked (HAProxy: verify required + verifyhost / client CN; stunnel: verifyChain + \
+             checkHost); otherwise defaults{}",
+            super::peers::CIPHERSUITE,
+            rep.peer_configs
+                .as_ref()
+                .map(|d| format!("; configs in {d}"))
+                .unwrap_or_default()
+        );
+    }
+    let loads: Vec<&super::load::Load> =
+        rep.results.iter().filter_map(|r| r.load.as_ref()).collect();
+    if !loads.is_empty() {
+        let shares: Vec<f64> = loads.iter().map(|l| l.others_share() * 100.0).collect();
+        let steal: Vec<f64> = loads.iter().map(|l| l.steal_share() * 100.0).collect();
+        let (o, st) = (Stat::of(&shares), Stat::of(&steal));
+        let flagged = loads.iter().filter(|l| l.flagged()).count();
+        let _ = writeln!(
+            s,
+            "outside load (others' busy CPU + steal, share of the machine during each measured \
+             phase, from /proc/stat less the run's own processes): median {:.0} %, max {:.0} % \
+             (steal median {:.1} %); {flagged} of {} runs flagged (>= {:.0} %){}",
+            o.map_or(0.0, |s| s.median),
+            o.map_or(0.0, |s| s.max),
+            st.map_or(0.0, |s| s.median),
+            loads.len(),
+            OUTSIDE_LOAD_FLAG * 100.0,
+            if flagged > 0 {
+                ": see `outside load` under the rows"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+fn row_lines(s: &mut String, row: &Row, rounds: usize) {
+    let r = &row.median;
+    let l = r.latency.clone().unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "  {:<8} {:>8} {:>10.1} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}  {:>8} {:>7} {:>7} {:>9}{}",
+        r.transport.name(),
+        row.variant.path_label(),
+        r.goodput_mb_s,
+        r.frames_per_s,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p999,
+        l.max,
+        opt(row.get("cpu_all"), 2),
+        opt(row.get("cpu_pair"), 2),
+        opt(row.get("cpu_ends"), 2),
+        opt(row.get("pair_us"), 1),
+        if row.verified == row.rounds {
+            String::new()
+        } else {
+            format!("  NOT VERIFIED in {} of {} rounds", row.rounds - row.verified, row.rounds)
+        }
+    );
+    if rounds > 1 || row.rounds > 1 {
+        let names = [
+            ("MB/s", "goodput"),
+            ("frames/s", "frames"),
+            ("p50", "p50"),
+            ("p99", "p99"),
+            ("CPU s/GB", "cpu_all"),
+            ("pair", "cpu_pair"),
+            ("pair us/frame", "pair_us"),
+        ];
+        let parts: Vec<String> = names
+            .iter()
+            .filter_map(|(label, f)| {
+                row.figures
+                    .get(f)
+                    .map(|st| format!("{label} {}", range(st)))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "           range over {} rounds: {}",
+            row.verified.max(1),
+            parts.join(", ")
+        );
+    }
+    let cpu = r
+        .processes
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                short_name(&p.name),
+                p.cpu_s_per_gb.map_or("-".into(), |v| format!("{v:.2}"))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let relays: Vec<_> = r.processes.iter().filter(|p| p.is_relay()).collect();
+    let rss = relays
+        .iter()
+        .map(|p| format!("{} {:.0}", short_name(&p.name), p.rss_mb))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let threads = relays
+        .iter()
+        .map(|p| format!("{} {}", short_name(&p.name), p.threads))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sockets = r
+        .processes
+        .iter()
+        .map(|p| p.sockets.to_string())
+        .collect::<Vec<_>>()
+        .join("/");
+    let mut detail = format!("CPU s/GB by process: {cpu}; sockets {sockets}");
+    if !relays.is_empty() {
+        let _ = write!(detail, "; relay RSS MB: {rss}");
+        // 0: a run saved before threads were recorded.
+        if relays.iter().any(|p| p.threads > 0) {
+            let _ = write!(detail, "; relay threads: {threads}");
+        }
+    }
+    if !r.datagrams_per_send.is_empty() {
+        let tx = r
+            .datagrams_per_send
+            .values()
+            .map(|v| format!("{v:.1}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let rx = r
+            .datagrams_per_receive
+            .values()
+            .map(|v| format!("{v:.1}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let _ = write!(detail, "; datagrams/syscall send {tx}, recv {rx}");
+    }
+    let _ = writeln!(s, "           {detail}");
+    if let Some(k) = &r.tls_offload {
+        let _ = writeln!(s, "           {k}");
+    }
+    if !r.extra.is_empty() {
+        let extra = r
+            .extra
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(s, "           {extra}");
+    }
+    let flagged: Vec<String> = row
+        .loads
+        .iter()
+        .filter(|(_, l)| l.flagged())
+        .map(|(round, l)| {
+            format!(
+                "round {} {:.0} % (steal {:.0} %)",
+                round + 1,
+                l.others_share() * 100.0,
+                l.steal_share() * 100.0
+            )
+        })
+        .collect();
+    if !flagged.is_empty() {
+        let _ = writeln!(s, "           outside load FLAGGED: {}", flagged.join(", "));
+    }
+}
+
+/// The readable table.
+pub fn table(rep: &Report) -> String {
+    let mut s = String::new();
+    header(&mut s, rep);
+    let rows = summary::rows(&rep.results);
+    let mut workloads: Vec<Workload> = rep.planned.iter().map(|(w, _)| *w).collect();
+    for r in &rows {
+        if !workloads.contains(&r.workload) {
+            workloads.push(r.workload);
+        }
+    }
     for w in workloads {
         let _ = writeln!(s, "\n{}", describe(w));
         let _ = writeln!(
             s,
-            "  {:<5} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}   {:<44} {:>9} {:>24}  datagrams/syscall",
+            "  {:<8} {:>8} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>8} {:>7} {:>7} {:>9}",
             "",
+            "MTU",
             "MB/s",
             "frames/s",
             "p50 us",
@@ -235,97 +416,50 @@ pub fn table(rep: &Report) -> String {
             "p99 us",
             "p99.9 us",
             "max us",
-            "CPU s/GB (process)",
-            "RSS MB",
-            "sockets (process)",
+            "CPU s/GB",
+            "pair",
+            "ends",
+            "pair us/f",
         );
-        for r in rep.results.iter().filter(|r| r.workload == w) {
-            let l = r.latency.clone().unwrap_or_default();
-            let cpu = r
-                .processes
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{} {}",
-                        p.name.trim_start_matches("rlinkd-"),
-                        p.cpu_s_per_gb.map_or("-".into(), |v| format!("{v:.1}"))
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let rss = r
-                .processes
-                .iter()
-                .filter(|p| p.name.starts_with("rlinkd"))
-                .map(|p| format!("{:.0}", p.rss_mb))
-                .collect::<Vec<_>>()
-                .join("/");
-            let sockets = r
-                .processes
-                .iter()
-                .map(|p| p.sockets.to_string())
-                .collect::<Vec<_>>()
-                .join("/");
-            let dg = if r.datagrams_per_send.is_empty() {
-                String::new()
-            } else {
-                let tx = r
-                    .datagrams_per_send
-                    .values()
-                    .map(|v| format!("{v:.1}"))
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let rx = r
-                    .datagrams_per_receive
-                    .values()
-                    .map(|v| format!("{v:.1}"))
-                    .collect::<Vec<_>>()
-                    .join("/");
-                format!("send {tx}, recv {rx}")
-            };
-            let _ = writeln!(
-                s,
-                "  {:<5} {:>10.1} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}   {:<44} {:>9} {:>24}  {}{}",
-                r.transport.name(),
-                r.goodput_mb_s,
-                r.frames_per_s,
-                l.p50,
-                l.p90,
-                l.p99,
-                l.p999,
-                l.max,
-                cpu,
-                if rss.is_empty() { "-".into() } else { rss },
-                sockets,
-                dg,
-                if r.verified { "" } else { "  NOT VERIFIED" }
-            );
-            if let Some(k) = &r.tls_offload {
-                let _ = writeln!(s, "        {k}");
-            }
-            if !r.extra.is_empty() {
-                let extra = r
-                    .extra
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let _ = writeln!(s, "        {extra}");
+        let planned: Vec<Transport> = rep
+            .planned
+            .iter()
+            .find(|(pw, _)| *pw == w)
+            .map(|(_, ts)| ts.clone())
+            .unwrap_or_default();
+        let mut shown: Vec<Transport> = Vec::new();
+        for row in rows.iter().filter(|r| r.workload == w) {
+            row_lines(&mut s, row, rep.rounds);
+            shown.push(row.variant.transport);
+        }
+        for sk in &rep.skipped {
+            if planned.contains(&sk.transport)
+                && !shown.contains(&sk.transport)
+                && sk.workload.is_none_or(|sw| sw == w)
+            {
+                let _ = writeln!(s, "  {:<8} {:>8} {}", sk.transport.name(), "", sk.reason);
             }
         }
-        if let Some(r) = rep.results.iter().find(|r| r.workload == w) {
+        if let Some(r) = rows.iter().find(|r| r.workload == w) {
             let _ = writeln!(
                 s,
-                "        latency: {}; check: {}",
-                r.latency_kind, r.verification
+                "        latency: {}; check (first row, first verified round; every round of every row is checked): {}",
+                r.median.latency_kind, r.median.verification
             );
         }
     }
+    let _ = writeln!(
+        s,
+        "\nCPU s/GB: every process of the path; pair: the two relays (rlinkd, HAProxy or stunnel \
+         a + b); ends: clients + router; pair us/f: the pair's CPU microseconds per frame (per \
+         round trip for rpc, per link for realms and open)."
+    );
+    ratios_section(&mut s, &rows, &rep.skipped);
     let _ = writeln!(s, "\ntargets (ratios from this run):");
     for t in &rep.targets {
         let _ = writeln!(
             s,
-            "  [{}] {:<48} required {:<16} measured {}",
+            "  [{}] {:<52} required {:<16} measured {}",
             match t.met {
                 Some(true) => "met",
                 Some(false) => "MISSED",
@@ -343,6 +477,57 @@ pub fn table(rep: &Report) -> String {
         }
     }
     s
+}
+
+fn ratios_section(s: &mut String, rows: &[Row], skipped: &[Skipped]) {
+    let ratios = summary::ratios(rows);
+    if ratios.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nratios, quic / other (medians): goodput and frames/s above 1 x and p50, p99, CPU \
+         below 1 x favour quic"
+    );
+    let _ = writeln!(
+        s,
+        "  {:<8} {:>8}  {:<9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>11}",
+        "", "quic", "vs", "goodput", "frames/s", "p50", "p99", "pair CPU/GB", "all CPU/GB"
+    );
+    let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} x"));
+    let mut last: Option<Workload> = None;
+    for r in &ratios {
+        let w = if last == Some(r.workload) {
+            ""
+        } else {
+            r.workload.name()
+        };
+        last = Some(r.workload);
+        let _ = writeln!(
+            s,
+            "  {:<8} {:>8}  {:<9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>11}",
+            w,
+            r.quic.path_label(),
+            r.other.transport.name(),
+            x(r.goodput),
+            x(r.frames),
+            x(r.p50),
+            x(r.p99),
+            x(r.pair_cpu),
+            x(r.all_cpu)
+        );
+    }
+    for sk in skipped {
+        let _ = writeln!(
+            s,
+            "  vs {}{}: {}",
+            sk.transport.name(),
+            sk.workload
+                .map(|w| format!(" ({})", w.name()))
+                .unwrap_or_default(),
+            sk.reason
+        );
+    }
 }
 
 /// SVG charts: goodput per transport for each throughput workload, and latency percentiles.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::client::{Client, LinkMode};
-use super::env::Env;
+use super::env::{Env, Snapshot};
+use super::load::Load;
 use super::procs::cost;
 use super::router::{Percentiles, RouterReport};
 use super::{RunResult, Workload};
@@ -189,7 +190,7 @@ pub fn realms(env: &mut Env, n: usize) -> io::Result<RunResult> {
     res.latency_kind = "round trip of the first request on each link, all links at once".into();
     res.costs(&before, &after, done as u64 * 2 * frame as u64);
     res.extra.insert("open_all_s".into(), open_s);
-    for ((name, b), (_, o)) in before.iter().zip(&opened) {
+    for ((name, b), (_, o)) in before.procs.iter().zip(&opened.procs) {
         let per_link_kb = (o.rss_kb as f64 - b.rss_kb as f64) / n as f64;
         res.extra
             .insert(format!("rss_kb_per_link_{name}"), per_link_kb);
@@ -308,17 +309,25 @@ pub fn open(env: &mut Env, rounds: usize) -> io::Result<RunResult> {
 }
 
 impl RunResult {
-    fn costs(
-        &mut self,
-        before: &[(String, super::procs::ProcSample)],
-        after: &[(String, super::procs::ProcSample)],
-        bytes: u64,
-    ) {
+    /// Per-process costs of the phase between two snapshots, and what the rest of the machine
+    /// did meanwhile.
+    fn costs(&mut self, before: &Snapshot, after: &Snapshot, bytes: u64) {
         self.processes = before
+            .procs
             .iter()
-            .zip(after)
+            .zip(&after.procs)
             .map(|((n, b), (_, a))| cost(n, *b, *a, bytes))
             .collect();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        self.load = Some(Load::between(
+            before.sys,
+            after.sys,
+            after.at.duration_since(before.at).as_secs_f64(),
+            cores,
+            self.processes.iter().map(|p| p.cpu_s).sum(),
+        ));
     }
 
     fn finish_throughput(&mut self, secs: f64, frames: u64, bytes: u64) {

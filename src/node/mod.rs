@@ -1009,7 +1009,9 @@ impl Node {
         };
         link.from_local.set_prefix(pre);
         link.stream = Some((cid, sid));
-        // The deadline stays until the router's handshake reply comes back.
+        // Open: from here the acceptor, next to the router, times the connect and the router's
+        // handshake reply; loss on the path between the nodes must not close a healthy link.
+        link.deadline = None;
         self.by_stream.insert((cid, sid), key);
         self.dirty.push(key);
         true
@@ -1044,6 +1046,7 @@ impl Node {
                 (Role::Dialer { .. }, None, false) => {
                     format!("no RawSocket handshake from the client within {timeout:?}")
                 }
+                // Cleared when the stream opens; kept for completeness.
                 (Role::Dialer { peer, route }, Some(_), _) => format!(
                     "no handshake reply from route {route} on peer {peer} within {timeout:?}"
                 ),

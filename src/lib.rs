@@ -24,6 +24,7 @@ pub mod demo;
 pub mod endpoints;
 pub mod io;
 pub mod ktls;
+pub mod logsafe;
 pub mod node;
 pub mod probe;
 pub mod quic;

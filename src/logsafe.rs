@@ -155,11 +155,7 @@ mod tests {
                 Some('r') => out.push('\r'),
                 Some('t') => out.push('\t'),
                 Some('u') => {
-                    let hex: String = chars
-                        .by_ref()
-                        .skip(1)
-                        .take_while(|c| *c != '}')
-                        .collect();
+                    let hex: String = chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
                     let n = u32::from_str_radix(&hex, 16).unwrap();
                     out.push(char::from_u32(n).unwrap());
                 }

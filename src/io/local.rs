@@ -360,7 +360,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.sock");
         std::fs::write(&path, "precious").unwrap();
-        assert_refused(&path, io::ErrorKind::AlreadyExists, "a regular file, not a socket");
+        assert_refused(
+            &path,
+            io::ErrorKind::AlreadyExists,
+            "a regular file, not a socket",
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
     }
 
@@ -443,15 +447,15 @@ mod tests {
     fn a_live_listener_with_a_full_backlog_is_not_stale() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.sock");
-        let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
-            .unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
         sock.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
         sock.listen(0).unwrap();
         // Fill the backlog with non-blocking connects until the kernel says EAGAIN.
         let mut queued = Vec::new();
         for _ in 0..64 {
-            let c = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
-                .unwrap();
+            let c =
+                socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
             c.set_nonblocking(true).unwrap();
             let full = c.connect(&socket2::SockAddr::unix(&path).unwrap()).is_err();
             queued.push(c);

@@ -197,7 +197,7 @@ fn valid_case() -> impl Strategy<Value = Case> {
         };
         let mut q: Vec<Option<String>> = group(set_timers, 0, 5);
         q.extend(group(set_windows, 5, 9));
-        q.extend(quic[9..].iter().cloned().filter(|_| pick()));
+        q.extend(quic[9..].iter().filter(|_| pick()).cloned());
         Case {
             top: top.into_iter().filter(|_| pick()).flatten().collect(),
             quic: q.into_iter().flatten().collect(),

@@ -267,7 +267,7 @@ impl NodeConfig {
         let cert = &self.quic.cert;
         let names = crate::quic::tls::certificate_file_names(cert)
             .map_err(|e| ConfigError::invalid("quic.cert", format!("{}: {e}", cert.display())))?;
-        if !names.iter().any(|n| *n == self.node) {
+        if !names.contains(&self.node) {
             return Err(ConfigError::invalid(
                 "quic.cert",
                 format!(

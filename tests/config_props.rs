@@ -7,7 +7,7 @@
 //! binary against a long-lived peer node `b` (so that the connection, keepalives and redials
 //! happen), connects a RawSocket client to the link endpoint once, and stops the node.
 //!
-//! Bounded: a fixed list of boundary cases plus 40 generated ones from a fixed seed (rejected
+//! Bounded: a fixed list of boundary cases plus 64 generated ones from a fixed seed (rejected
 //! ones cost no process), each node killed by PID at most 5 s after SIGTERM; shrinking is
 //! limited to a few steps.
 
@@ -51,14 +51,15 @@ struct Case {
 fn duration() -> impl Strategy<Value = String> {
     let fmt = |d: Duration| humantime::format_duration(d).to_string();
     prop_oneof![
-        2 => prop::sample::select(vec![
+        3 => prop::sample::select(vec![
             "0s", "1ns", "999us", "1ms", "2ms", "1s", "23h 59m 59s 999ms", "1day", "1day 1ns",
-            "100years", "500000000000y",
+            "100years", "500000000000y", "292471208677years", "9223372036854775807s",
+            "9223372036854775808s", "18446744073709551615s",
         ])
         .prop_map(str::to_string),
         1 => (any::<u64>(), 0u32..1_000_000_000).prop_map(move |(s, n)| fmt(Duration::new(s, n))),
-        2 => (0u64..=86_400_000_000_000).prop_map(move |n| fmt(Duration::from_nanos(n))),
-        4 => (1u64..=30_000).prop_map(move |ms| fmt(Duration::from_millis(ms))),
+        1 => (0u64..=86_400_000_000_000).prop_map(move |n| fmt(Duration::from_nanos(n))),
+        3 => (1u64..=30_000).prop_map(move |ms| fmt(Duration::from_millis(ms))),
     ]
 }
 
@@ -82,10 +83,55 @@ fn maybe<S: Strategy<Value = String>>(
     prop::option::weighted(0.5, s.prop_map(move |v| format!("{key} = {v:?}")))
 }
 
-/// Any configuration: mostly ones inside every bound (so that `run` is exercised with values
-/// up to the limits), some with any value at all (so that the limits are tested from outside).
+/// Any configuration: ones inside every bound (so that `run` is exercised with values up to the
+/// limits), ones with a single key set to any value at all (what a validation gap lets
+/// through), and ones with any value for any key.
 fn case() -> impl Strategy<Value = Case> {
-    prop_oneof![3 => valid_case(), 1 => wild_case()]
+    prop_oneof![2 => valid_case(), 3 => one_wild_key(), 1 => wild_case()]
+}
+
+/// A valid case with one key (top level or `[quic]`/`[relay]`) set to any value.
+fn one_wild_key() -> impl Strategy<Value = Case> {
+    let wild = prop_oneof![
+        2 => duration().prop_map(|v| (0, "stats_interval", format!("{v:?}"))),
+        3 => (
+            prop::sample::select(vec![
+                "idle_timeout",
+                "keepalive_interval",
+                "connect_timeout",
+                "redial_min",
+                "redial_max",
+            ]),
+            duration()
+        )
+            .prop_map(|(k, v)| (1, k, format!("{v:?}"))),
+        1 => (
+            prop::sample::select(vec![
+                "initial_stream_window",
+                "max_stream_window",
+                "initial_connection_window",
+                "max_connection_window",
+            ]),
+            size()
+        )
+            .prop_map(|(k, v)| (1, k, format!("{v:?}"))),
+        1 => (prop::sample::select(vec!["max_frame", "buffer_size"]), size())
+            .prop_map(|(k, v)| (2, k, format!("{v:?}"))),
+        1 => any::<i64>().prop_map(|n| (1, "max_streams", n.to_string())),
+        1 => any::<i64>().prop_map(|n| (1, "max_udp_payload", n.to_string())),
+        1 => prop::sample::select(vec!["inf", "rlinkd", "", "info,", "rlinkd=verbose", "INFO"])
+            .prop_map(|v| (0, "log_level", format!("{v:?}"))),
+    ];
+    (valid_case(), wild).prop_map(|(mut c, (table, key, value))| {
+        let lines = match table {
+            0 => &mut c.top,
+            1 => &mut c.quic,
+            _ => &mut c.relay,
+        };
+        lines.retain(|l| l.split(" = ").next() != Some(key));
+        lines.push(format!("{key} = {value}"));
+        c
+    })
 }
 
 /// A value in `lo..=hi`: either bound, or log-uniform between them.
@@ -569,7 +615,7 @@ fn any_accepted_config_runs_serves_a_client_and_stops_without_a_panic() {
     assert!(ran >= 4, "only {ran} boundary cases were accepted");
 
     let config = Config {
-        cases: 40,
+        cases: 64,
         max_shrink_iters: 8,
         failure_persistence: None,
         ..Config::default()
@@ -594,12 +640,12 @@ fn any_accepted_config_runs_serves_a_client_and_stops_without_a_panic() {
         panic!("{e}");
     }
     eprintln!(
-        "{ran} boundary and {} of 40 generated configs accepted and run",
+        "{ran} boundary and {} of 64 generated configs accepted and run",
         accepted.get()
     );
     assert!(
         accepted.get() >= 8,
-        "only {} of 40 generated configs were accepted: the generator no longer exercises run",
+        "only {} of 64 generated configs were accepted: the generator no longer exercises run",
         accepted.get()
     );
     assert!(

@@ -25,6 +25,7 @@ pub mod endpoints;
 pub mod fuzzing;
 pub mod io;
 pub mod ktls;
+pub mod logsafe;
 pub mod node;
 pub mod probe;
 pub mod quic;

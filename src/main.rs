@@ -86,9 +86,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+/// Installs the log filter `filter`, which the caller has validated: `EnvFilter::new` would
+/// drop a bad directive silently, so `try_new` is used and a failure is an error.
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -96,21 +98,30 @@ fn init_logging(default_filter: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    Ok(())
+}
+
+/// For the helper commands: `RUST_LOG` if it is a valid filter, else `default`.
+fn tool_filter(default: &str) -> String {
+    match std::env::var("RUST_LOG") {
+        Ok(v) if rlinkd::config::validate_log_filter(&v).is_ok() => v,
+        _ => default.to_string(),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let cfg = NodeConfig::load(&config)?;
-            cfg.check_files()?;
-            init_logging(&cfg.log_filter());
+            init_logging(&cfg.log_filter()?)?;
             let mut node = rlinkd::node::Node::bind(cfg).context("cannot start node")?;
             node.run()?;
             Ok(())
         }
         Command::Check { config } => {
             let cfg = NodeConfig::load(&config)?;
-            cfg.check_files()?;
+            // What `run` would install (RUST_LOG included), so `check` refuses what `run` would.
+            cfg.log_filter()?;
             print!("{}", cfg.summary());
             println!("configuration OK");
             Ok(())
@@ -122,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            init_logging("warn");
+            init_logging(&tool_filter("warn"))?;
             rlinkd::bench::run(args)
         }
         Command::BenchRouter {
@@ -135,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { dir, links } => {
-            init_logging("warn");
+            init_logging(&tool_filter("warn"))?;
             rlinkd::demo::run(dir, links)
         }
         Command::Probe { nic, json } => {

@@ -7,7 +7,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::*;
+use rlinkd::addr::LocalAddr;
 use rlinkd::cluster::NodePlan;
+
+fn free_udp_port() -> u16 {
+    rlinkd::cluster::free_udp_port().unwrap()
+}
+
+fn free_tcp_port() -> u16 {
+    rlinkd::cluster::free_tcp_port().unwrap()
+}
 
 const CLI_WAIT: Duration = Duration::from_secs(30);
 
@@ -150,4 +159,177 @@ fn check_rejects_unknown_keys_and_names_them() {
         !ok && err.contains("nope.pem"),
         "missing file not named: {err}"
     );
+}
+
+/// `rlinkd` with `RUST_LOG` set (or removed when `None`), bounded like `run_cli`.
+fn run_cli_env(args: &[&str], rust_log: Option<&str>, timeout: Duration) -> (bool, String) {
+    let mut cmd = std::process::Command::new(exe());
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    match rust_log {
+        Some(v) => cmd.env("RUST_LOG", v),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let mut child = cmd.spawn().expect("spawn rlinkd");
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait rlinkd") {
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut s, &mut err).ok();
+            }
+            return (status.success(), err);
+        }
+        if std::time::Instant::now() >= deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("rlinkd {args:?} still running after {timeout:?}: it accepted the config");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long `run` may take to refuse a config (it never gets as far as binding).
+const REFUSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Each of these passed `check`; `run` then panicked (Instant overflow), logged nothing, looped
+/// streams into its own endpoint, or ran with another node's identity. Both commands must now
+/// refuse them, naming the key.
+#[test]
+fn check_and_run_refuse_configs_that_would_crash_or_silence_the_node() {
+    let env = Env::new(&["a", "b"]);
+    let base = || {
+        let mut p = NodePlan::new("a", free_udp_port());
+        p.peers.push(("b".into(), Some(free_udp_port())));
+        p
+    };
+    let quic = |line: &str| {
+        let mut p = base();
+        p.quic_extra.push(line.into());
+        p.to_toml(&env.certs)
+    };
+    let top = |line: &str| {
+        let mut p = base();
+        p.top_extra.push(line.into());
+        p.to_toml(&env.certs)
+    };
+    let port = free_tcp_port();
+    let mut looped = base();
+    looped.links.push((
+        "b".into(),
+        format!("tcp:127.0.0.1:{port}").parse().unwrap(),
+        "r".into(),
+    ));
+    looped
+        .routes
+        .push(("r".into(), format!("tcp:0.0.0.0:{port}").parse().unwrap()));
+    let other_cert = base()
+        .to_toml(&env.certs)
+        .replace("/a.pem\"", "/b.pem\"")
+        .replace("/a.key\"", "/b.key\"");
+
+    for (toml, key) in [
+        (
+            quic("connect_timeout = \"500000000000y\""),
+            "quic.connect_timeout",
+        ),
+        (
+            quic("idle_timeout = \"1day\"\nkeepalive_interval = \"500000000000y\""),
+            "quic.keepalive_interval",
+        ),
+        (
+            quic("redial_min = \"500000000000y\"\nredial_max = \"500000000000y\""),
+            "quic.redial_min",
+        ),
+        (top("stats_interval = \"500000000000y\""), "stats_interval"),
+        (top("log_level = \"inf\""), "log_level"),
+        (looped.to_toml(&env.certs), "routes[0].connect"),
+        (other_cert, "quic.cert"),
+    ] {
+        let path = env.path("bad.toml");
+        std::fs::write(&path, &toml).unwrap();
+        let p = path.to_str().unwrap();
+        let (ok, err) = run_cli_env(&["check", "--config", p], None, CLI_WAIT);
+        assert!(!ok, "check accepted a config with a bad {key}:\n{toml}");
+        assert!(
+            err.contains(key),
+            "check's error does not name {key}: {err}"
+        );
+        let (ok, err) = run_cli_env(&["run", "--config", p], None, REFUSE_WAIT);
+        assert!(!ok && err.contains(key), "run: {err}");
+        assert!(!err.contains("panicked"), "run panicked: {err}");
+    }
+}
+
+/// `RUST_LOG` overrides `log_level`, so it follows the same rule: `RUST_LOG=inf` silenced the
+/// node.
+#[test]
+fn rust_log_that_names_no_level_is_refused() {
+    let env = Env::new(&["a", "b"]);
+    let mut p = NodePlan::new("a", free_udp_port());
+    p.peers.push(("b".into(), None));
+    let path = env.path("a.toml");
+    std::fs::write(&path, p.to_toml(&env.certs)).unwrap();
+    let c = path.to_str().unwrap();
+    let (ok, err) = run_cli_env(&["check", "--config", c], Some("inf"), CLI_WAIT);
+    assert!(!ok && err.contains("RUST_LOG"), "{err}");
+    let (ok, err) = run_cli_env(&["run", "--config", c], Some("inf"), REFUSE_WAIT);
+    assert!(!ok && err.contains("RUST_LOG"), "{err}");
+    let (ok, err) = run_cli_env(&["check", "--config", c], Some("rlinkd=debug"), CLI_WAIT);
+    assert!(ok, "{err}");
+}
+
+/// `run` used to delete a regular file or symlink at a link's listen path and create missing
+/// folders (mode 0755). Now it refuses, names `links[0].listen` and leaves everything as it was;
+/// a stale socket (nobody listens) is still replaced, and removed again on stop.
+#[test]
+fn run_replaces_only_a_stale_socket_at_a_link_path() {
+    let env = Env::new(&["a", "b"]);
+    let plan = |listen: LocalAddr| {
+        let mut p = NodePlan::new("a", free_udp_port());
+        p.peers.push(("b".into(), None));
+        p.links.push(("b".into(), listen, "r".into()));
+        p
+    };
+    let file = env.path("file.sock");
+    std::fs::write(&file, "precious").unwrap();
+    let sym = env.path("sym.sock");
+    std::os::unix::fs::symlink(&file, &sym).unwrap();
+    let missing = env.path("missing/b.sock");
+    for (path, needle) in [
+        (&file, "a regular file"),
+        (&sym, "a symbolic link"),
+        (&missing, "does not exist"),
+    ] {
+        let config = env.path("a.toml");
+        std::fs::write(
+            &config,
+            plan(LocalAddr::Unix(path.clone())).to_toml(&env.certs),
+        )
+        .unwrap();
+        let (ok, err) = run_cli_env(
+            &["run", "--config", config.to_str().unwrap()],
+            None,
+            REFUSE_WAIT,
+        );
+        assert!(!ok, "run started over {}", path.display());
+        assert!(
+            err.contains("links[0].listen") && err.contains(needle),
+            "{}: {err}",
+            path.display()
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
+    assert!(std::fs::symlink_metadata(&sym).unwrap().is_symlink());
+    assert!(!env.path("missing").exists(), "a folder was created");
+
+    let stale = env.path("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let mut node = env.start(&plan(LocalAddr::Unix(stale.clone())));
+    expect_log(&node, "node listening", CONNECT_WAIT);
+    assert!(std::os::unix::net::UnixStream::connect(&stale).is_ok());
+    node.stop();
+    assert!(!stale.exists(), "the node left its socket file behind");
 }

@@ -7,6 +7,7 @@
 //! environment (`RUST_LOG`, see [`NodeConfig::log_filter`]).
 
 mod file;
+mod loops;
 mod summary;
 pub mod units;
 mod validate;
@@ -21,7 +22,10 @@ use crate::addr::LocalAddr;
 use file::FileConfig;
 use units::DurationValue;
 
-pub use validate::validate_name;
+pub use validate::{
+    validate_log_filter, validate_name, MAX_DURATION, MAX_STREAMS, MAX_WINDOW, MIN_DURATION,
+    MIN_STATS_INTERVAL,
+};
 
 /// Why a configuration could not be used. `Display` names the file or the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -207,8 +211,8 @@ pub struct RouteConfig {
 }
 
 impl NodeConfig {
-    /// Reads, parses and validates the file at `path`, and checks that the certificate, key
-    /// and CA files exist. Relative paths in the file are resolved against its folder.
+    /// Reads, parses and validates the file at `path`, then checks what it names on this host
+    /// ([`NodeConfig::check_files`]). Relative paths in the file are resolved against its folder.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let source = std::path::absolute(path).map_err(|e| ConfigError::Io {
             path: path.to_path_buf(),
@@ -232,8 +236,19 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// Checks that `quic.cert`, `quic.key` and `quic.ca` name readable files.
+    /// Checks what the configuration names on this host, as `rlinkd check` and `rlinkd run`
+    /// both do: `quic.cert`, `quic.key` and `quic.ca` are readable files, the certificate names
+    /// this node and the key is its key, every Unix link endpoint can be created without
+    /// deleting anything but a stale socket, and no route reaches a link endpoint through a
+    /// symbolic link.
     pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.check_readable()?;
+        self.check_identity()?;
+        self.check_link_paths()?;
+        self.check_route_paths()
+    }
+
+    fn check_readable(&self) -> Result<(), ConfigError> {
         for (key, path) in [
             ("quic.cert", &self.quic.cert),
             ("quic.key", &self.quic.key),
@@ -260,11 +275,79 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// The certificate must name this node (its SAN DNS names, else its common name, as peers
+    /// check it), and the key must be its key: a node started with another node's certificate
+    /// would be refused by every peer, or worse, taken for that node.
+    fn check_identity(&self) -> Result<(), ConfigError> {
+        let cert = &self.quic.cert;
+        let names = crate::quic::tls::certificate_file_names(cert)
+            .map_err(|e| ConfigError::invalid("quic.cert", format!("{}: {e}", cert.display())))?;
+        if !names.contains(&self.node) {
+            return Err(ConfigError::invalid(
+                "quic.cert",
+                format!(
+                    "{} names {names:?}, not this node {:?} (`node`); use the certificate \
+                     `rlinkd cert` wrote for {:?}",
+                    cert.display(),
+                    self.node,
+                    self.node
+                ),
+            ));
+        }
+        let key = &self.quic.key;
+        match crate::quic::tls::key_matches_certificate(key, cert) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ConfigError::invalid(
+                "quic.key",
+                format!("{} is not the key of {}", key.display(), cert.display()),
+            )),
+            Err(e) => Err(ConfigError::invalid(
+                "quic.key",
+                format!("{}: {e}", key.display()),
+            )),
+        }
+    }
+
+    /// Nothing but a stale socket may be at a Unix link endpoint, and its folder must exist
+    /// (see `docs/CONFIG.md`); the same rule `rlinkd run` applies when it binds.
+    fn check_link_paths(&self) -> Result<(), ConfigError> {
+        for (i, l) in self.links.iter().enumerate() {
+            if let LocalAddr::Unix(p) = &l.listen {
+                crate::io::local::check_socket_path(p).map_err(|e| {
+                    ConfigError::invalid(format!("links[{i}].listen"), e.to_string())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `validate` compares Unix paths as text; here symbolic links are followed too.
+    fn check_route_paths(&self) -> Result<(), ConfigError> {
+        for (i, r) in self.routes.iter().enumerate() {
+            let LocalAddr::Unix(target) = &r.connect else {
+                continue;
+            };
+            let target = loops::resolved(target);
+            for (j, l) in self.links.iter().enumerate() {
+                if let LocalAddr::Unix(listen) = &l.listen {
+                    if loops::resolved(listen) == target {
+                        return Err(validate::loop_error(i, &r.connect, j, &l.listen));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The tracing filter to install: `RUST_LOG` when set and not empty, else `log_level`.
-    pub fn log_filter(&self) -> String {
+    /// `RUST_LOG` follows the rule of `log_level` ([`validate_log_filter`]), so that neither can
+    /// silence the node by accident.
+    pub fn log_filter(&self) -> Result<String, ConfigError> {
         match std::env::var("RUST_LOG") {
-            Ok(v) if !v.trim().is_empty() => v,
-            _ => self.log_level.clone(),
+            Ok(v) if !v.trim().is_empty() => validate_log_filter(&v)
+                .map(|()| v)
+                .map_err(|m| ConfigError::invalid("RUST_LOG (environment)", m)),
+            _ => Ok(self.log_level.clone()),
         }
     }
 

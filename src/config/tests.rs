@@ -379,6 +379,50 @@ fn routes_are_unique_and_do_not_loop_into_a_link() {
     );
 }
 
+/// Every spelling that reaches the link endpoint is a loop: these passed the check, and two
+/// nodes then created about 6,000 links a second until they ran out of file descriptors.
+#[test]
+fn routes_into_a_link_are_loops_however_spelled() {
+    let case = |listen: &str, target: &str| {
+        with(&format!(
+            "[[links]]\npeer = \"b\"\nlisten = \"tcp:127.0.0.1:1\"\nroute = \"r\"\n\
+             [[links]]\npeer = \"b\"\nlisten = \"{listen}\"\nroute = \"r\"\n\
+             [[routes]]\nname = \"ok\"\nconnect = \"tcp:127.0.0.1:2\"\n\
+             [[routes]]\nname = \"r\"\nconnect = \"{target}\"\n"
+        ))
+    };
+    for (listen, target) in [
+        ("tcp:0.0.0.0:7", "tcp:127.0.0.1:7"),
+        ("tcp:0.0.0.0:7", "tcp:localhost:7"),
+        ("tcp:0.0.0.0:7", "tcp:127.0.0.53:7"),
+        ("tcp:0.0.0.0:7", "tcp:0.0.0.0:7"),
+        ("tcp:127.0.0.1:7", "tcp:0.0.0.0:7"),
+        ("tcp:127.0.0.1:7", "tcp:[::ffff:127.0.0.1]:7"),
+        ("tcp:[::]:7", "tcp:127.0.0.1:7"),
+        ("tcp:[::]:7", "tcp:[::1]:7"),
+        ("tcp:[::1]:7", "tcp:[::]:7"),
+        ("unix:/run/x/b.sock", "unix:/run/x/./b.sock"),
+        ("unix:/run/x/b.sock", "unix:/run/y/../x/b.sock"),
+        ("unix:b.sock", "unix:/etc/rlinkd/b.sock"),
+    ] {
+        let e = err_text(case(listen, target));
+        assert!(
+            e.starts_with("routes[1].connect: ")
+                && e.contains("links[1].listen")
+                && e.contains("loop"),
+            "{listen} <- {target}: {e}"
+        );
+    }
+    for (listen, target) in [
+        ("tcp:0.0.0.0:7", "tcp:127.0.0.1:8"),
+        ("tcp:127.0.0.1:7", "tcp:127.0.0.2:7"),
+        ("tcp:0.0.0.0:7", "tcp:203.0.113.77:7"),
+        ("unix:/run/x/b.sock", "unix:/run/x/c.sock"),
+    ] {
+        assert!(case(listen, target).is_ok(), "{listen} <- {target}");
+    }
+}
+
 #[test]
 fn timing_rules() {
     assert_invalid(
@@ -401,13 +445,107 @@ fn timing_rules() {
     assert_invalid(
         quic_with("connect_timeout = \"0s\""),
         "quic.connect_timeout",
-        "greater than 0s",
+        "outside 1ms ..= 1day",
     );
     assert_invalid(
         quic_with("redial_min = \"0s\""),
         "quic.redial_min",
-        "greater than 0s",
+        "outside 1ms",
     );
+}
+
+/// Durations that passed `check` and then panicked `run` (Instant overflow), or that quiche
+/// cannot express (an idle timeout under 1 ms is 0 ms: no idle timeout at all).
+#[test]
+fn every_duration_is_bounded_and_names_its_key() {
+    for key in [
+        "idle_timeout",
+        "keepalive_interval",
+        "connect_timeout",
+        "redial_min",
+        "redial_max",
+    ] {
+        let full = format!("quic.{key}");
+        for bad in ["500000000000y", "1day 1ns", "100years", "999us", "1ns"] {
+            // Keep the cross-field rules satisfied, so only the bound can fail.
+            let others = match key {
+                "idle_timeout" => "keepalive_interval = \"500us\"",
+                "keepalive_interval" => "idle_timeout = \"1day\"",
+                "redial_min" => "redial_max = \"1day\"",
+                "redial_max" => "redial_min = \"1ms\"",
+                _ => "",
+            };
+            let r = quic_with(&format!("{key} = \"{bad}\"\n{others}"));
+            match r {
+                Err(ConfigError::Invalid { key: k, message }) => {
+                    assert!(
+                        k == full || (k == "quic.keepalive_interval" && key == "idle_timeout"),
+                        "{key} = {bad}: error names {k}: {message}"
+                    );
+                }
+                other => panic!("{key} = {bad:?} accepted: {other:?}"),
+            }
+        }
+    }
+    assert_invalid(
+        quic_with("connect_timeout = \"500000000000y\""),
+        "quic.connect_timeout",
+        "outside 1ms ..= 1day",
+    );
+    let c = quic_with(
+        "idle_timeout = \"1day\"\nkeepalive_interval = \"1ms\"\nconnect_timeout = \"24h\"\n\
+         redial_min = \"1ms\"\nredial_max = \"86400s\"",
+    )
+    .unwrap();
+    assert_eq!(c.quic.redial_max, MAX_DURATION);
+    assert_eq!(c.quic.keepalive_interval, MIN_DURATION);
+
+    let top = |line: &str| parse(&format!("{line}\n{MINIMAL}"));
+    for bad in ["500000000000y", "25h", "999ms", "1ns"] {
+        assert_invalid(
+            top(&format!("stats_interval = \"{bad}\"")),
+            "stats_interval",
+            "\"0s\" (off)",
+        );
+    }
+    assert_eq!(top("stats_interval = \"0s\"").unwrap().stats_interval, None);
+    assert_eq!(
+        top("stats_interval = \"1s\"").unwrap().stats_interval,
+        Some(MIN_STATS_INTERVAL)
+    );
+    assert!(top("stats_interval = \"1day\"").is_ok());
+}
+
+#[test]
+fn log_level_must_name_a_level() {
+    for good in [
+        "info",
+        "INFO",
+        "off",
+        "trace",
+        "rlinkd=debug,info",
+        "warn, rlinkd::node=trace",
+        "rlinkd[conn{peer=b}]=debug",
+        "4",
+    ] {
+        let r = parse(&format!("log_level = \"{good}\"\n{MINIMAL}"));
+        assert!(r.is_ok(), "{good:?}: {r:?}");
+    }
+    for (bad, needle) in [
+        ("inf", "\"inf\" is not a level"),
+        ("rlinkd", "target=level"),
+        ("rlinkd=verbose", "\"verbose\" is not a level"),
+        ("info,", "empty directive"),
+        ("", "must not be empty"),
+        ("  ", "must not be empty"),
+    ] {
+        assert_invalid(
+            parse(&format!("log_level = \"{bad}\"\n{MINIMAL}")),
+            "log_level",
+            needle,
+        );
+    }
+    assert!(validate_log_filter("debug").is_ok());
 }
 
 #[test]
@@ -441,9 +579,36 @@ fn size_rules() {
     assert_invalid(
         quic_with("initial_stream_window = 0"),
         "quic.initial_stream_window",
-        "between",
+        "outside 1 B ..= 1 GiB",
     );
-    assert_invalid(quic_with("max_streams = 0"), "quic.max_streams", "1..=2^60");
+    assert_invalid(
+        quic_with("max_streams = 0"),
+        "quic.max_streams",
+        "1..=1000000",
+    );
+    assert_invalid(
+        quic_with("max_streams = 1000001"),
+        "quic.max_streams",
+        "1..=1000000",
+    );
+    assert!(quic_with("max_streams = 1000000").is_ok());
+    for key in [
+        "initial_stream_window",
+        "max_stream_window",
+        "initial_connection_window",
+        "max_connection_window",
+    ] {
+        assert_invalid(
+            quic_with(&format!("{key} = \"1025MiB\"")),
+            &format!("quic.{key}"),
+            "outside 1 B ..= 1 GiB",
+        );
+    }
+    assert!(quic_with(
+        "initial_stream_window = \"1GiB\"\nmax_stream_window = \"1GiB\"\n\
+         initial_connection_window = \"1GiB\"\nmax_connection_window = \"1GiB\""
+    )
+    .is_ok());
     assert_invalid(
         with("[relay]\nmax_frame = \"32MiB\""),
         "relay.max_frame",
@@ -517,11 +682,112 @@ fn load_resolves_against_the_file_and_reports_missing_files() {
     assert_invalid(NodeConfig::load(&path), "quic.ca", "not a regular file");
     std::fs::remove_dir(dir.path().join("ca.pem")).unwrap();
     std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+    assert_invalid(
+        NodeConfig::load(&path),
+        "quic.cert",
+        "not a PEM certificate",
+    );
 
+    for f in ["a.pem", "a.key", "ca.pem"] {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    crate::cert::generate(dir.path(), &["a".to_string()]).unwrap();
     let c = NodeConfig::load(&path).unwrap();
     assert_eq!(c.source, path);
     assert_eq!(c.quic.cert, dir.path().join("a.pem"));
     assert!(c.summary().contains(&format!("(from {})", path.display())));
+}
+
+/// A folder with certificates for a, b and c, and `a.toml` = MINIMAL + `extra`.
+fn load_with(dir: &Path, toml: &str) -> Result<NodeConfig, ConfigError> {
+    if !dir.join("ca.pem").exists() {
+        let names = ["a", "b", "c"].map(String::from);
+        crate::cert::generate(dir, &names).unwrap();
+    }
+    let path = dir.join("a.toml");
+    std::fs::write(&path, toml).unwrap();
+    NodeConfig::load(&path)
+}
+
+/// `node = "a"` with b's certificate passed `check`.
+#[test]
+fn the_certificate_must_name_this_node_and_the_key_be_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(load_with(d, MINIMAL).is_ok());
+    assert_invalid(
+        load_with(
+            d,
+            &MINIMAL
+                .replace("\"a.pem\"", "\"c.pem\"")
+                .replace("\"a.key\"", "\"c.key\""),
+        ),
+        "quic.cert",
+        "names [\"c\"], not this node \"a\"",
+    );
+    assert_invalid(
+        load_with(d, &MINIMAL.replace("a.key", "b.key")),
+        "quic.key",
+        "is not the key of",
+    );
+    assert_invalid(
+        load_with(d, &MINIMAL.replace("\"a.key\"", "\"a.pem\"")),
+        "quic.key",
+        "not a PEM private key",
+    );
+}
+
+/// The node used to delete a file or symlink at its endpoint path and create missing folders.
+#[test]
+fn link_paths_may_hold_only_a_socket_and_their_folder_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let link = |listen: &str| {
+        format!("{MINIMAL}[[links]]\npeer = \"b\"\nlisten = \"{listen}\"\nroute = \"r\"\n")
+    };
+    assert!(load_with(d, &link("unix:free.sock")).is_ok());
+
+    std::fs::write(d.join("file.sock"), "precious").unwrap();
+    assert_invalid(
+        load_with(d, &link("unix:file.sock")),
+        "links[0].listen",
+        "a regular file, not a socket",
+    );
+    std::os::unix::fs::symlink(d.join("file.sock"), d.join("sym.sock")).unwrap();
+    assert_invalid(
+        load_with(d, &link("unix:sym.sock")),
+        "links[0].listen",
+        "a symbolic link",
+    );
+    assert_invalid(
+        load_with(d, &link("unix:missing/b.sock")),
+        "links[0].listen",
+        "does not exist",
+    );
+    assert!(!d.join("missing").exists());
+    // A socket file (stale or live) is for `run` to judge, not `check`.
+    drop(std::os::unix::net::UnixListener::bind(d.join("stale.sock")).unwrap());
+    assert!(load_with(d, &link("unix:stale.sock")).is_ok());
+    assert_eq!(
+        std::fs::read_to_string(d.join("file.sock")).unwrap(),
+        "precious"
+    );
+}
+
+#[test]
+fn a_route_through_a_symbolic_link_to_a_link_endpoint_is_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("run")).unwrap();
+    std::os::unix::fs::symlink(d.join("run"), d.join("alias")).unwrap();
+    std::os::unix::fs::symlink("run/b.sock", d.join("router.sock")).unwrap();
+    for target in ["unix:alias/b.sock", "unix:router.sock"] {
+        let toml = format!(
+            "{MINIMAL}[[links]]\npeer = \"b\"\nlisten = \"unix:run/b.sock\"\nroute = \"r\"\n\
+             [[routes]]\nname = \"r\"\nconnect = \"{target}\"\n"
+        );
+        assert_invalid(load_with(d, &toml), "routes[0].connect", "loop");
+    }
 }
 
 #[test]

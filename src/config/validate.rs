@@ -1,7 +1,12 @@
 //! Cross-field rules a parsed config must satisfy. Each error names the key at fault.
 
 use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
 
+use tracing_subscriber::filter::{Directive, LevelFilter};
+
+use super::loops::{is_local_ip, reaches};
 use super::units::{format_duration, ByteSize};
 use super::{ConfigError, NodeConfig};
 
@@ -22,23 +27,36 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// QUIC variable-length integers stop at 2^62 - 1 (RFC 9000 section 16).
-const VARINT_MAX: u64 = (1 << 62) - 1;
-/// RFC 9000 section 4.6: a stream count above 2^60 cannot be encoded as a stream ID.
-const MAX_STREAMS_LIMIT: u64 = 1 << 60;
 /// The RawSocket frame length field is 24 bits.
 const MAX_FRAME_LIMIT: u32 = 16 << 20;
+/// Every timer is at most a day: far from `Instant` overflow (a year-long `connect_timeout`
+/// used to panic the node on its first router connection), and anything longer is a typo.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Timers below a millisecond cannot be honoured (the event loop and quiche's idle timeout
+/// count milliseconds; an idle timeout of 0 ms would mean "never").
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+/// A stats line more often than once a second would flood the log.
+pub const MIN_STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// A flow-control window is memory a peer may make this node hold per stream or connection;
+/// 1 GiB covers a 100 Gbit/s path with 80 ms of round trip.
+pub const MAX_WINDOW: u64 = 1 << 30;
+/// Each link holds a file descriptor on each node; the kernel's default `nr_open` is 2^20.
+pub const MAX_STREAMS: u64 = 1_000_000;
 
 impl NodeConfig {
     /// Checks every rule that involves more than one value or a range. `load` and
     /// `from_toml_str` call this; call it yourself on a config built in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
         name("node", &self.node)?;
-        if self.log_level.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "log_level",
-                "must not be empty (e.g. \"info\" or \"rlinkd=debug,info\")",
-            ));
+        validate_log_filter(&self.log_level).map_err(|m| ConfigError::invalid("log_level", m))?;
+        if let Some(d) = self.stats_interval {
+            duration_in(
+                "stats_interval",
+                d,
+                MIN_STATS_INTERVAL,
+                MAX_DURATION,
+                "or \"0s\" (off)",
+            )?;
         }
         self.validate_quic()?;
         self.validate_relay()?;
@@ -97,11 +115,12 @@ impl NodeConfig {
                     format!("route {:?} is listed more than once", r.name),
                 ));
             }
-            if let Some(link) = listens.get(&r.connect) {
-                return Err(ConfigError::invalid(
-                    format!("routes[{i}].connect"),
-                    format!("{} is the listen address of links[{link}]: streams would loop back into rlinkd", r.connect),
-                ));
+            if let Some(link) = self
+                .links
+                .iter()
+                .position(|l| reaches(&l.listen, &r.connect, &is_local_ip))
+            {
+                return Err(loop_error(i, &r.connect, link, &self.links[link].listen));
             }
         }
         Ok(())
@@ -116,9 +135,7 @@ impl NodeConfig {
             ("quic.redial_min", q.redial_min),
             ("quic.redial_max", q.redial_max),
         ] {
-            if d.is_zero() {
-                return Err(ConfigError::invalid(key, "must be greater than 0s"));
-            }
+            duration_in(key, d, MIN_DURATION, MAX_DURATION, "")?;
         }
         if q.keepalive_interval >= q.idle_timeout {
             return Err(ConfigError::invalid(
@@ -159,10 +176,14 @@ impl NodeConfig {
             ("quic.max_connection_window", q.max_connection_window),
         ];
         for (key, w) in windows {
-            if w == 0 || w > VARINT_MAX {
+            if w == 0 || w > MAX_WINDOW {
                 return Err(ConfigError::invalid(
                     key,
-                    format!("{} must be between 1 B and 2^62 - 1 B", ByteSize(w)),
+                    format!(
+                        "{} is outside 1 B ..= {} (memory a peer may make this node hold)",
+                        ByteSize(w),
+                        ByteSize(MAX_WINDOW)
+                    ),
                 ));
             }
         }
@@ -194,10 +215,13 @@ impl NodeConfig {
             "quic.max_stream_window",
             q.max_stream_window,
         )?;
-        if q.max_streams == 0 || q.max_streams > MAX_STREAMS_LIMIT {
+        if q.max_streams == 0 || q.max_streams > MAX_STREAMS {
             return Err(ConfigError::invalid(
                 "quic.max_streams",
-                format!("{} is outside 1..=2^60", q.max_streams),
+                format!(
+                    "{} is outside 1..={MAX_STREAMS} (each link holds a file descriptor)",
+                    q.max_streams
+                ),
             ));
         }
         Ok(())
@@ -257,6 +281,83 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+fn duration_in(
+    key: &str,
+    d: Duration,
+    min: Duration,
+    max: Duration,
+    or: &str,
+) -> Result<(), ConfigError> {
+    if d < min || d > max {
+        let or = if or.is_empty() {
+            String::new()
+        } else {
+            format!(" {or}")
+        };
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{} is outside {} ..= {}{or}",
+                format_duration(d),
+                format_duration(min),
+                format_duration(max)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn loop_error(
+    route: usize,
+    target: &crate::addr::LocalAddr,
+    link: usize,
+    listen: &crate::addr::LocalAddr,
+) -> ConfigError {
+    ConfigError::invalid(
+        format!("routes[{route}].connect"),
+        format!(
+            "{target} reaches links[{link}].listen ({listen}), this node's own link endpoint: \
+             streams would loop back into rlinkd"
+        ),
+    )
+}
+
+/// Checks a tracing `EnvFilter` string the way `rlinkd run` installs it, and more strictly:
+/// every comma-separated directive must name a level, alone (`info`) or after a target
+/// (`rlinkd=debug`). A bare word such as `inf` is valid `EnvFilter` syntax, but it means "the
+/// target `inf` at every level", which silences the node; it is refused here.
+pub fn validate_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: &str = "off, error, warn, info, debug or trace";
+    if filter.trim().is_empty() {
+        return Err(format!(
+            "must not be empty; use a level ({LEVELS}) or directives such as \"rlinkd=debug,info\""
+        ));
+    }
+    for d in filter.split(',').map(str::trim) {
+        if d.is_empty() {
+            return Err(format!("{filter:?} has an empty directive"));
+        }
+        if LevelFilter::from_str(d).is_ok() {
+            continue;
+        }
+        // A span or field filter (`target[span{field=value}]=level`) holds `=` inside brackets;
+        // the level is after the last `=` that follows them.
+        let tail_from = d.rfind(']').map_or(0, |i| i + 1);
+        let level = d[tail_from..].rsplit_once('=').map(|(_, l)| l);
+        match level {
+            Some(l) if LevelFilter::from_str(l.trim()).is_ok() => {}
+            Some(l) => return Err(format!("{d:?}: {l:?} is not a level; use {LEVELS}")),
+            None => {
+                return Err(format!(
+                    "{d:?} is not a level; use {LEVELS}, or target=level (e.g. \"rlinkd=debug\")"
+                ))
+            }
+        }
+        Directive::from_str(d).map_err(|e| format!("{d:?}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn name(key: &str, value: &str) -> Result<(), ConfigError> {

@@ -2,12 +2,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::addr::LocalAddr;
+use crate::io::local::{prepare_socket_path, SocketFile};
 
 /// A connected local stream.
 #[derive(Debug)]
@@ -133,24 +132,26 @@ impl Write for &LocalStream {
     }
 }
 
-/// A listening local socket. A Unix listener removes its socket file when dropped.
+/// A listening local socket. A Unix listener removes its socket file when dropped, if the file
+/// is still the socket it created.
 #[derive(Debug)]
 pub enum LocalListener {
     /// TCP listener.
     Tcp(TcpListener),
-    /// Unix listener and the path it is bound to.
-    Unix(UnixListener, PathBuf),
+    /// Unix listener and the socket file it created.
+    Unix(UnixListener, SocketFile),
 }
 
 impl LocalListener {
-    /// Binds `addr`. For a Unix path, a stale socket file (one nobody accepts on) is removed
-    /// first; a live one gives `AddrInUse`, and a non-socket file is left alone (bind fails).
+    /// Binds `addr`. A Unix path follows the node's rule ([`prepare_socket_path`]): only a
+    /// stale socket file is replaced; a live one gives `AddrInUse`, anything else an error.
     pub fn bind(addr: &LocalAddr) -> io::Result<Self> {
         match addr {
             LocalAddr::Tcp(a) => Ok(LocalListener::Tcp(TcpListener::bind(a)?)),
             LocalAddr::Unix(p) => {
-                remove_stale_socket(p)?;
-                Ok(LocalListener::Unix(UnixListener::bind(p)?, p.clone()))
+                prepare_socket_path(p)?;
+                let l = UnixListener::bind(p)?;
+                Ok(LocalListener::Unix(l, SocketFile::created_at(p)?))
             }
         }
     }
@@ -159,7 +160,7 @@ impl LocalListener {
     pub fn local_addr(&self) -> io::Result<LocalAddr> {
         match self {
             LocalListener::Tcp(l) => Ok(LocalAddr::Tcp(l.local_addr()?)),
-            LocalListener::Unix(_, p) => Ok(LocalAddr::Unix(p.clone())),
+            LocalListener::Unix(_, f) => Ok(LocalAddr::Unix(f.path().to_path_buf())),
         }
     }
 
@@ -188,21 +189,8 @@ impl LocalListener {
 
 impl Drop for LocalListener {
     fn drop(&mut self) {
-        if let LocalListener::Unix(_, p) = self {
-            let _ = std::fs::remove_file(p);
+        if let LocalListener::Unix(_, f) = self {
+            f.remove();
         }
-    }
-}
-
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
-            Ok(_) => Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is in use by a live listener", path.display()),
-            )),
-            Err(_) => std::fs::remove_file(path),
-        },
-        _ => Ok(()),
     }
 }

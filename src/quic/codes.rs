@@ -87,13 +87,14 @@ pub fn tls_alert_name(alert: u8) -> &'static str {
     }
 }
 
-/// A readable account of a CONNECTION_CLOSE, for logs.
+/// A readable account of a CONNECTION_CLOSE, for logs. The reason phrase is the peer's (an
+/// unauthenticated one, during a handshake): it is quoted and escaped, so it cannot forge a
+/// line or a field of the log.
 pub fn describe_close(err: &quiche::ConnectionError) -> String {
-    let reason = String::from_utf8_lossy(&err.reason);
-    let reason = if reason.is_empty() {
+    let reason = if err.reason.is_empty() {
         String::new()
     } else {
-        format!(": {reason}")
+        format!(": {}", crate::logsafe::EscapedBytes(&err.reason))
     };
     if err.is_app {
         let name = match err.error_code {
@@ -141,5 +142,20 @@ mod tests {
             reason: vec![],
         };
         assert_eq!(describe_close(&e), "TLS alert 48 unknown_ca");
+    }
+
+    #[test]
+    fn a_peer_reason_cannot_forge_a_log_line() {
+        let e = quiche::ConnectionError {
+            is_app: true,
+            error_code: 0,
+            reason: b"bye\n2026-12-01T00:00:00Z  INFO forged peer=x\x1b[2K\xff".to_vec(),
+        };
+        let d = describe_close(&e);
+        assert_eq!(
+            d,
+            "shutdown (app 0x0): \"bye\\n2026-12-01T00:00:00Z  INFO forged peer=x\\u{1b}[2K\\xff\""
+        );
+        assert!(!d.contains(['\n', '\r', '\x1b']));
     }
 }

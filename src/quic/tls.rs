@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use boring::ssl::{SslContextBuilder, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
-use boring::x509::X509;
+use boring::x509::{X509Ref, X509};
 
 use crate::config::QuicSettings;
 
@@ -79,9 +79,57 @@ pub fn quiche_config(q: &QuicSettings) -> Result<quiche::Config, TlsSetupError> 
 /// The names a peer certificate (DER) gives: its DNS subject alternative names, else its
 /// subject common name.
 pub fn certificate_names(der: &[u8]) -> Vec<String> {
-    let Ok(cert) = X509::from_der(der) else {
-        return Vec::new();
-    };
+    match X509::from_der(der) {
+        Ok(cert) => x509_names(&cert),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Why a PEM file could not be read as a certificate or a key.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a PEM {what}: {source}")]
+    Parse {
+        what: &'static str,
+        source: boring::error::ErrorStack,
+    },
+}
+
+/// The names of the (first) certificate in a PEM file, by the rule of [`certificate_names`]:
+/// what peers will see this node called.
+pub fn certificate_file_names(path: &Path) -> Result<Vec<String>, PemError> {
+    let cert = read_certificate(path)?;
+    Ok(x509_names(&cert))
+}
+
+/// Whether the private key in `key` (PEM) belongs to the certificate in `cert` (PEM).
+pub fn key_matches_certificate(key: &Path, cert: &Path) -> Result<bool, PemError> {
+    let pkey =
+        boring::pkey::PKey::private_key_from_pem(&std::fs::read(key)?).map_err(|source| {
+            PemError::Parse {
+                what: "private key",
+                source,
+            }
+        })?;
+    let public = read_certificate(cert)?
+        .public_key()
+        .map_err(|source| PemError::Parse {
+            what: "certificate public key",
+            source,
+        })?;
+    Ok(public.public_eq(&pkey))
+}
+
+fn read_certificate(path: &Path) -> Result<X509, PemError> {
+    X509::from_pem(&std::fs::read(path)?).map_err(|source| PemError::Parse {
+        what: "certificate",
+        source,
+    })
+}
+
+fn x509_names(cert: &X509Ref) -> Vec<String> {
     let mut names: Vec<String> = cert
         .subject_alt_names()
         .map(|sans| {

@@ -327,3 +327,42 @@ fn ping_and_pong_never_reach_the_router_and_bad_prefixes_close_the_link() {
     assert_link_works(&c.endpoint);
     assert!(c.a.is_running() && c.b.is_running());
 }
+
+/// A realm is the client's to choose: one with a newline and a fake log line in it is logged
+/// escaped, on one line, and forges nothing.
+#[test]
+fn a_realm_cannot_forge_a_log_line() {
+    let EchoPair {
+        env,
+        router: _router,
+        a,
+        b,
+        ep,
+    } = echo_pair(&[]);
+    let node_b = env.start(&b);
+    let node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+    let forged = "2026-01-01T00:00:00.000000Z  WARN forged: peer refused";
+    let realm = format!("realm1\n{forged}\u{1b}[2J");
+    // CBOR [1, realm, {}]: a WAMP HELLO.
+    let mut hello = vec![0x83, 0x01, 0x78, realm.len() as u8];
+    hello.extend_from_slice(realm.as_bytes());
+    hello.push(0xa0);
+    let mut c = client(&ep, hs(15));
+    echo_on(&mut c, &[hello]).unwrap();
+    drop(c);
+    for node in [&node_a, &node_b] {
+        expect_log(node, "realm=\"realm1\\n", IO_WAIT);
+        let log = node.log_text();
+        assert!(
+            !log.lines().any(|l| l.starts_with(forged)),
+            "node {} logged a forged line",
+            node.name
+        );
+        assert!(
+            !log.contains('\u{1b}'),
+            "node {} logged an escape sequence",
+            node.name
+        );
+    }
+}

@@ -26,6 +26,7 @@ use crate::config::NodeConfig;
 use crate::io::local::{LocalListener, LocalStream};
 use crate::io::udp::{UdpSocket, MAX_GSO_BYTES};
 use crate::io::{DatagramIo, Transmit};
+use crate::logsafe::escaped;
 use crate::quic::codes::{ConnCode, StreamCode};
 use crate::quic::driver::{Batch, ConnId, Direction, DriverEvent, QuicDriver};
 use crate::quic::preamble;
@@ -796,12 +797,13 @@ impl Node {
             }
         };
         let Some(target) = self.routes.get(&route).cloned() else {
-            tracing::warn!(peer = %peer, route = %route, "refused stream: no such route on this node");
+            // The name came from the peer's preamble: any UTF-8, escaped before it is logged.
+            tracing::warn!(peer = %peer, route = %escaped(&route), "refused stream: no such route on this node");
             reset_stream(c, sid, StreamCode::UnknownRoute);
             return;
         };
         if self.stopping.is_some() {
-            tracing::info!(peer = %peer, route = %route, "refused stream: node stopping");
+            tracing::info!(peer = %peer, route = %escaped(&route), "refused stream: node stopping");
             reset_stream(c, sid, StreamCode::Shutdown);
             return;
         }
@@ -1290,7 +1292,10 @@ fn reset_stream(c: &mut crate::quic::driver::Conn, sid: u64, code: StreamCode) {
 
 fn log_link_end(link: &Link, why: &str, failed: bool) {
     let c = link.counters();
-    let realm = link.realm().unwrap_or("-");
+    // The realm is the client's (from its HELLO): escaped, so it cannot forge a log line.
+    let realm = link
+        .realm()
+        .map_or("-".to_string(), |r| escaped(r).to_string());
     let dir = match link.role {
         Role::Dialer { .. } => "out",
         Role::Acceptor { .. } => "in",

@@ -67,7 +67,8 @@ pub(super) fn log(node: &Node) {
             "  link peer={} route={} realm={} to_router={}f/{}B to_client={}f/{}B",
             link.role.peer(),
             link.role.route(),
-            link.realm().unwrap_or("-"),
+            link.realm()
+                .map_or("-".to_string(), |r| crate::logsafe::escaped(r).to_string()),
             c.to_router_frames,
             c.to_router_bytes,
             c.to_client_frames,

@@ -30,7 +30,9 @@ use rlinkd::endpoints::{EchoRouter, RouterOptions};
 
 /// How long a node may take to bind its endpoint, and to exit after SIGTERM.
 const START_WAIT: Duration = Duration::from_secs(5);
-const STOP_WAIT: Duration = Duration::from_secs(5);
+/// SIGTERM drains for up to `drain_timeout` (default 10 s); a config with 1-byte windows takes
+/// all of it.
+const STOP_WAIT: Duration = Duration::from_secs(13);
 
 /// One generated configuration for node `a`, as TOML lines.
 #[derive(Clone, Debug, Default)]

@@ -45,10 +45,16 @@ fn unknown_and_unreachable_routes_close_the_client_promptly() {
         );
         // Node b says which route and why; node a says why its link ended.
         let needle = format!("route={route}");
+        // A route name the peer sent that matches no route is logged quoted and escaped.
+        let logged_by_b = if *why == "no such route" {
+            format!("route=\"{route}\"")
+        } else {
+            needle.clone()
+        };
         assert!(
             wait_until(Duration::from_secs(5), || find_line(
                 &node_b,
-                &[&needle, why]
+                &[&logged_by_b, why]
             )
             .is_some()),
             "node b did not log {why:?} for route {route}"

@@ -172,8 +172,9 @@ pub struct RelaySettings {
     /// A link whose local socket has taken no byte for this long while bytes wait for it is
     /// reset with `Stalled` (0x07).
     pub stall_timeout: Duration,
-    /// Connection credit that stalled links together may hold, counted at
-    /// `quic.max_stream_window` each; past it the longest-stalled links are reset.
+    /// Bytes that links holding connection credit (their relay buffer full, more unread in
+    /// quiche) may hold together; past it the longest-holding links are reset. Default: half of
+    /// `quic.initial_connection_window`.
     pub stall_budget: u64,
 }
 
@@ -406,7 +407,8 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
         relay.buffer_size = usize::try_from(s.0).unwrap_or(usize::MAX);
     }
     relay.stall_timeout = dur(file.relay.stall_timeout, relay.stall_timeout);
-    relay.stall_budget = size(file.relay.stall_budget, relay.stall_budget);
+    // By default half the connection window: the other half always stays for links that keep up.
+    relay.stall_budget = size(file.relay.stall_budget, quic.initial_connection_window / 2);
 
     let peers = file
         .peers

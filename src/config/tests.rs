@@ -501,7 +501,7 @@ fn every_duration_is_bounded_and_names_its_key() {
     assert_eq!(c.quic.keepalive_interval, MIN_DURATION);
 
     let top = |line: &str| parse(&format!("{line}\n{MINIMAL}"));
-    for bad in ["500000000000y", "25h", "999ms", "1ns"] {
+    for bad in ["500000000000y", "25h", "99ms", "1ns"] {
         assert_invalid(
             top(&format!("stats_interval = \"{bad}\"")),
             "stats_interval",
@@ -510,7 +510,7 @@ fn every_duration_is_bounded_and_names_its_key() {
     }
     assert_eq!(top("stats_interval = \"0s\"").unwrap().stats_interval, None);
     assert_eq!(
-        top("stats_interval = \"1s\"").unwrap().stats_interval,
+        top("stats_interval = \"100ms\"").unwrap().stats_interval,
         Some(MIN_STATS_INTERVAL)
     );
     assert!(top("stats_interval = \"1day\"").is_ok());

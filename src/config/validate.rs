@@ -36,7 +36,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// count milliseconds; an idle timeout of 0 ms would mean "never").
 pub const MIN_DURATION: Duration = Duration::from_millis(1);
 /// A stats line more often than once a second would flood the log.
-pub const MIN_STATS_INTERVAL: Duration = Duration::from_secs(1);
+pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 /// A flow-control window is memory a peer may make this node hold per stream or connection;
 /// 1 GiB covers a 100 Gbit/s path with 80 ms of round trip.
 pub const MAX_WINDOW: u64 = 1 << 30;
@@ -265,12 +265,12 @@ impl NodeConfig {
         }
         // Links holding credit must never be allowed all of it: the others would stop.
         let q = &self.quic;
-        if r.stall_budget == 0 || r.stall_budget >= q.initial_connection_window {
+        if r.stall_budget >= q.initial_connection_window {
             return Err(ConfigError::invalid(
                 "relay.stall_budget",
                 format!(
-                    "{} must be above 0 and below quic.initial_connection_window ({}), so the \
-                     links that keep up always have credit left",
+                    "{} must be below quic.initial_connection_window ({}), so the links that \
+                     keep up always have credit left",
                     ByteSize(r.stall_budget),
                     ByteSize(q.initial_connection_window)
                 ),

@@ -5,7 +5,10 @@
 //! handle connection events; service readable/writable streams and local sockets; expire
 //! deadlines; flush the driver's datagrams in GSO batches.
 
+mod drain;
+mod ends;
 mod peers;
+mod routes;
 mod stall;
 mod stats;
 
@@ -33,8 +36,11 @@ use crate::quic::preamble;
 use crate::rawsocket::error_reply;
 use crate::relay::link::{Link, LinkEnd, Role, StreamRef};
 
+use drain::Stopping;
 pub use peers::Backoff;
 use peers::Peer;
+
+use routes::PendingRoute;
 use stall::{StallTracker, StallVerdict};
 use stats::NodeStats;
 
@@ -53,31 +59,6 @@ const ACCEPT_BURST: usize = 256;
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Conditions that could repeat on every loop turn are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(1);
-/// First wait before a Unix route connect refused with EAGAIN (full backlog) is tried again;
-/// it doubles up to [`ROUTE_RETRY_MAX`], until `connect_timeout`.
-const ROUTE_RETRY_MIN: Duration = Duration::from_millis(5);
-const ROUTE_RETRY_MAX: Duration = Duration::from_millis(200);
-
-/// A stopping node's phase.
-#[derive(Clone, Copy, Debug)]
-enum Stopping {
-    /// Listeners closed; links deliver what was accepted. Links left at `deadline` are reset.
-    Draining { deadline: Instant },
-    /// Connections closed; the loop ends when their CONNECTION_CLOSE has left or at `deadline`.
-    Closing { deadline: Instant },
-}
-
-/// A stream whose route target (a Unix socket) refused the connect with EAGAIN because its
-/// accept backlog was full: tried again until `connect_timeout`. The stream's bytes wait in
-/// quiche meanwhile.
-struct PendingRoute {
-    peer: String,
-    route: String,
-    target: LocalAddr,
-    deadline: Instant,
-    retry_at: Instant,
-    delay: Duration,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -365,136 +346,6 @@ impl Node {
         }
     }
 
-    fn on_signal(&mut self) {
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for sig in pending {
-            match sig {
-                SIGHUP => tracing::warn!(
-                    signal = "SIGHUP",
-                    "reload is not supported yet: the configuration in force is unchanged"
-                ),
-                SIGUSR1 => self.log_stats(),
-                _ => self.on_stop_signal(Instant::now()),
-            }
-        }
-    }
-
-    /// SIGTERM or SIGINT. The first one drains: no new links, every link delivers what this node
-    /// has read from either side, ends cleanly, and the node stops within `drain_timeout`. A
-    /// second one stops at once.
-    fn on_stop_signal(&mut self, now: Instant) {
-        match self.stopping {
-            None => {
-                let deadline = now + self.cfg.drain_timeout;
-                tracing::info!(
-                    node = %self.cfg.node,
-                    links = self.links.len(),
-                    "draining: no new links; open links deliver what was accepted (at most {:?}, a second signal stops at once)",
-                    self.cfg.drain_timeout
-                );
-                self.stopping = Some(Stopping::Draining { deadline });
-                self.begin_drain();
-            }
-            Some(Stopping::Draining { .. }) => {
-                tracing::info!(node = %self.cfg.node, "second signal: stopping now");
-                self.close_all(now, "node stopping (second signal)");
-            }
-            Some(Stopping::Closing { .. }) => {}
-        }
-    }
-
-    fn begin_drain(&mut self) {
-        for (mut l, i) in self.listeners.drain(..) {
-            self.poll.registry().deregister(&mut l).ok();
-            if let LocalAddr::Unix(path) = &self.cfg.links[i].listen {
-                std::fs::remove_file(path).ok();
-            }
-        }
-        for p in &mut self.peers {
-            p.redial_at = None;
-        }
-        for ((cid, sid), p) in std::mem::take(&mut self.pending_routes) {
-            tracing::info!(peer = %p.peer, route = %p.route, "link refused: node stopping");
-            if let Some(c) = self.driver.conn_mut(cid) {
-                reset_stream(c, sid, StreamCode::Shutdown);
-            }
-        }
-        let keys: Vec<usize> = self.links.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let Some(link) = self.links.get_mut(key) else {
-                continue;
-            };
-            if link.stream.is_none() {
-                // Nothing crossed yet: the router redials (another node, or this one restarted).
-                self.fail_link(
-                    key,
-                    StreamCode::Shutdown,
-                    "node stopping before the link opened",
-                );
-            } else {
-                link.draining = true;
-                self.dirty.push(key);
-            }
-        }
-    }
-
-    /// Moves a stopping node on; true when the loop may end.
-    fn advance_stop(&mut self, now: Instant) -> bool {
-        match self.stopping {
-            None => false,
-            Some(Stopping::Draining { deadline }) => {
-                self.prune_finished_streams();
-                if self.links.is_empty() && self.finished_streams.is_empty() {
-                    tracing::info!(node = %self.cfg.node, "drained: every link delivered what was accepted");
-                    self.close_all(now, "node stopping");
-                } else if now >= deadline {
-                    tracing::warn!(
-                        node = %self.cfg.node,
-                        links = self.links.len(),
-                        "drain_timeout reached: resetting the links left"
-                    );
-                    self.close_all(now, "node stopping: drain_timeout reached");
-                }
-                false
-            }
-            Some(Stopping::Closing { deadline }) => {
-                self.driver.conn_ids().is_empty() || now >= deadline
-            }
-        }
-    }
-
-    /// Resets every link, closes every connection, and gives the closes `SHUTDOWN_GRACE` to leave.
-    fn close_all(&mut self, now: Instant, why: &str) {
-        let keys: Vec<usize> = self.links.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.fail_link(key, StreamCode::Shutdown, why);
-        }
-        for cid in self.driver.conn_ids() {
-            self.driver.close(cid, ConnCode::Shutdown, "node stopping");
-        }
-        if self.stopping.is_none() {
-            // Stopped without a drain (not reachable from signals today, but keep the listeners'
-            // clean-up in one place).
-            self.begin_drain();
-        }
-        self.stopping = Some(Stopping::Closing {
-            deadline: now + SHUTDOWN_GRACE,
-        });
-    }
-
-    /// Forgets finished streams whose last bytes the peer has acknowledged: quiche collects a
-    /// stream once both halves are complete, and then no longer knows its ID.
-    fn prune_finished_streams(&mut self) {
-        let driver = &mut self.driver;
-        self.finished_streams.retain(|(cid, sid)| {
-            // Ok: the stream still exists. An error means collected (InvalidStreamState) or
-            // stopped by the peer: nothing left to deliver either way.
-            driver
-                .conn_mut(*cid)
-                .is_some_and(|c| !c.quic.is_closed() && c.quic.stream_capacity(*sid).is_ok())
-        });
-    }
-
     fn accept_local(&mut self, listener: usize) {
         let now = Instant::now();
         for _ in 0..ACCEPT_BURST {
@@ -749,159 +600,6 @@ impl Node {
         }
     }
 
-    /// Data on a stream with no link: a peer opening an rlink (read its preamble), or leftovers
-    /// of a link already gone (refuse them).
-    fn on_stream_start(&mut self, cid: ConnId, sid: u64, now: Instant) {
-        let Some(c) = self.driver.conn_mut(cid) else {
-            return;
-        };
-        let ours = sid.is_multiple_of(2) == (c.direction == Direction::Outgoing);
-        if ours {
-            c.quic
-                .stream_shutdown(sid, quiche::Shutdown::Read, StreamCode::LocalAbort as u64)
-                .ok();
-            return;
-        }
-        let peer = c.peer.clone().unwrap_or_default();
-        let buf = self.preambles.entry((cid, sid)).or_default();
-        let mut chunk = [0u8; preamble::MAX_LEN];
-        loop {
-            let want = preamble::bytes_wanted(buf);
-            if want == 0 {
-                break;
-            }
-            match c.quic.stream_recv(sid, &mut chunk[..want]) {
-                Ok((n, fin)) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    if fin && preamble::bytes_wanted(buf) > 0 {
-                        self.preambles.remove(&(cid, sid));
-                        return;
-                    }
-                }
-                Err(quiche::Error::Done) => return,
-                Err(_) => {
-                    self.preambles.remove(&(cid, sid));
-                    return;
-                }
-            }
-        }
-        let decoded = preamble::decode(buf);
-        self.preambles.remove(&(cid, sid));
-        let route = match decoded {
-            Ok(Some((route, _))) => route,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(peer = %peer, stream = sid, "refused stream: {e}");
-                reset_stream(c, sid, StreamCode::BadPreamble);
-                return;
-            }
-        };
-        let Some(target) = self.routes.get(&route).cloned() else {
-            // The name came from the peer's preamble: any UTF-8, escaped before it is logged.
-            tracing::warn!(peer = %peer, route = %escaped(&route), "refused stream: no such route on this node");
-            reset_stream(c, sid, StreamCode::UnknownRoute);
-            return;
-        };
-        if self.stopping.is_some() {
-            tracing::info!(peer = %peer, route = %escaped(&route), "refused stream: node stopping");
-            reset_stream(c, sid, StreamCode::Shutdown);
-            return;
-        }
-        let pending = PendingRoute {
-            peer,
-            route,
-            target,
-            deadline: now + self.cfg.quic.connect_timeout,
-            retry_at: now,
-            delay: ROUTE_RETRY_MIN,
-        };
-        self.connect_route(cid, sid, pending, now);
-    }
-
-    /// Connects a stream's route target and makes the link. A Unix target whose accept backlog
-    /// is full refuses with EAGAIN: that is "not yet", tried again until `connect_timeout`.
-    fn connect_route(&mut self, cid: ConnId, sid: u64, mut p: PendingRoute, now: Instant) {
-        let sock = match LocalStream::connect(&p.target) {
-            Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && now < p.deadline => {
-                p.retry_at = now + p.delay;
-                p.delay = (p.delay * 2).min(ROUTE_RETRY_MAX);
-                self.stats.route_retries += 1;
-                self.pending_routes.insert((cid, sid), p);
-                return;
-            }
-            Err(e) => {
-                let why = if e.kind() == io::ErrorKind::WouldBlock {
-                    format!(
-                        "its accept queue stayed full for {:?}",
-                        self.cfg.quic.connect_timeout
-                    )
-                } else {
-                    e.to_string()
-                };
-                tracing::warn!(peer = %p.peer, route = %p.route, target = %p.target, "route target unreachable: {why}");
-                if let Some(c) = self.driver.conn_mut(cid) {
-                    reset_stream(c, sid, StreamCode::RouteUnreachable);
-                }
-                self.driver.note_data_queued(cid);
-                self.stats.route_failures += 1;
-                return;
-            }
-        };
-        let connecting = matches!(p.target, LocalAddr::Tcp(_));
-        let mut link = Link::new(
-            Role::Acceptor {
-                peer: p.peer,
-                route: p.route,
-            },
-            sock,
-            self.cfg.relay.buffer_size,
-            self.cfg.relay.max_frame,
-            now,
-        );
-        link.stream = Some((cid, sid));
-        link.connecting = connecting;
-        // The same deadline as the connect's: connect_timeout from the stream's arrival covers
-        // the connect (and its retries) and the router's handshake reply.
-        match self.insert_link(link, p.deadline) {
-            Some(key) => {
-                // The link's deadline (from insert_link) covers the TCP connect and the router's
-                // handshake reply: a target that accepts and never answers is closed.
-                self.by_stream.insert((cid, sid), key);
-                self.stats.links_opened += 1;
-                self.dirty.push(key);
-            }
-            None => {
-                if let Some(c) = self.driver.conn_mut(cid) {
-                    reset_stream(c, sid, StreamCode::RouteUnreachable);
-                }
-                self.driver.note_data_queued(cid);
-            }
-        }
-    }
-
-    /// Route connects whose retry time has come.
-    fn retry_routes(&mut self, now: Instant) {
-        if self.pending_routes.is_empty() {
-            return;
-        }
-        let due: Vec<(ConnId, u64)> = self
-            .pending_routes
-            .iter()
-            .filter(|(_, p)| p.retry_at <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for (cid, sid) in due {
-            let Some(p) = self.pending_routes.remove(&(cid, sid)) else {
-                continue;
-            };
-            if self.driver.conn(cid).is_none() {
-                continue;
-            }
-            self.connect_route(cid, sid, p, now);
-        }
-    }
-
     fn pump_dirty(&mut self, now: Instant) {
         while !self.dirty.is_empty() {
             let mut dirty = std::mem::take(&mut self.dirty);
@@ -1086,111 +784,7 @@ impl Node {
         }
     }
 
-    /// Bytes a link holds on their way to its local socket: its relay buffer and what is still
-    /// unread in quiche.
-    fn held_bytes(&self, key: usize) -> u64 {
-        let Some(link) = self.links.get(key) else {
-            return 0;
-        };
-        let unread = link
-            .stream
-            .and_then(|(cid, sid)| {
-                self.driver
-                    .conn(cid)
-                    .map(|c| c.quic.stream_readable_len(sid, usize::MAX))
-            })
-            .unwrap_or(0);
-        (link.buffered_to_local() + unread) as u64
-    }
-
-    /// Resets the links the stall rules say are due (see `stall.rs`).
-    fn reset_stalled(&mut self, now: Instant) {
-        self.next_stall_check = None;
-        let due = self.stalls.due(now, |k| self.held_bytes(k));
-        for (key, verdict) in due {
-            let Some(link) = self.links.get(key) else {
-                self.stalls.remove(key);
-                continue;
-            };
-            let age =
-                |t: Option<Instant>| t.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-            let why = match verdict {
-                StallVerdict::Timeout => format!(
-                    "stalled: the local socket took no byte for {:.1?} (relay.stall_timeout)",
-                    age(link.stalled_since())
-                ),
-                StallVerdict::OverBudget => format!(
-                    "stalled: {} bytes held unread for {:.1?} while the {} links holding credit exceed relay.stall_budget",
-                    self.held_bytes(key),
-                    age(link.holding_since()),
-                    self.stalls.holding()
-                ),
-            };
-            self.stats.links_stalled += 1;
-            self.fail_link(key, StreamCode::Stalled, &why);
-        }
-        if !self.stalls.is_empty() {
-            self.next_stall_check = Some(now + stall::CHECK_EVERY);
-        }
-    }
-
     // ---- link endings ----
-
-    fn remove_link(&mut self, key: usize) -> Option<Link> {
-        let mut link = self.links.try_remove(key)?;
-        self.stalls.remove(key);
-        self.poll.registry().deregister(&mut link.sock).ok();
-        if let Some(s) = link.stream {
-            self.by_stream.remove(&s);
-        }
-        if let Some(i) = self.peer_index.get(link.role.peer()) {
-            self.peers[*i].waiting.retain(|k| *k != key);
-        }
-        Some(link)
-    }
-
-    fn finish_link(&mut self, key: usize) {
-        if let Some(link) = self.remove_link(key) {
-            self.stats.links_closed += 1;
-            if let Some(s) = link.stream {
-                self.finished_streams.push(s);
-                if self.finished_streams.len() >= self.prune_finished_at {
-                    // Most are collected within a round trip: pruning now and then keeps the
-                    // list short at a constant cost per link.
-                    self.prune_finished_streams();
-                    self.prune_finished_at = (self.finished_streams.len() * 2).max(1024);
-                }
-            }
-            match link.peer_ending() {
-                Some(why) => log_link_end(&link, &why, false),
-                None => log_link_end(&link, "closed by both ends", false),
-            }
-        }
-    }
-
-    /// Ends a link abnormally: resets its stream with `code` and closes the local connection.
-    fn fail_link(&mut self, key: usize, code: StreamCode, why: &str) {
-        let Some(link) = self.remove_link(key) else {
-            return;
-        };
-        self.stats.links_closed += 1;
-        self.stats.links_failed += 1;
-        if let Some((cid, sid)) = link.stream {
-            if let Some(c) = self.driver.conn_mut(cid) {
-                reset_stream(c, sid, code);
-            }
-            self.driver.note_data_queued(cid);
-        }
-        log_link_end(&link, why, true);
-    }
-
-    /// The connection under a link is gone: close the local side so the router reconnects.
-    fn close_link_quietly(&mut self, key: usize) {
-        if let Some(link) = self.remove_link(key) {
-            self.stats.links_closed += 1;
-            log_link_end(&link, "peer connection lost", false);
-        }
-    }
 
     // ---- output ----
 
@@ -1288,39 +882,4 @@ fn reset_stream(c: &mut crate::quic::driver::Conn, sid: u64, code: StreamCode) {
     c.quic
         .stream_shutdown(sid, quiche::Shutdown::Write, code as u64)
         .ok();
-}
-
-fn log_link_end(link: &Link, why: &str, failed: bool) {
-    let c = link.counters();
-    // The realm is the client's (from its HELLO): escaped, so it cannot forge a log line.
-    let realm = link
-        .realm()
-        .map_or("-".to_string(), |r| escaped(r).to_string());
-    let dir = match link.role {
-        Role::Dialer { .. } => "out",
-        Role::Acceptor { .. } => "in",
-    };
-    let secs = link.opened.elapsed().as_secs_f64();
-    let dropped = if link.discarded > 0 {
-        format!(
-            "; {} bytes the local side sent after this node stopped relaying it were dropped",
-            link.discarded
-        )
-    } else {
-        String::new()
-    };
-    let msg = format!(
-        "link {dir} peer={} route={} realm={realm} to_router={}f/{}B to_client={}f/{}B after {secs:.1}s: {why}{dropped}",
-        link.role.peer(),
-        link.role.route(),
-        c.to_router_frames,
-        c.to_router_bytes,
-        c.to_client_frames,
-        c.to_client_bytes
-    );
-    if failed {
-        tracing::warn!("{msg}");
-    } else {
-        tracing::info!("{msg}");
-    }
 }

@@ -1,0 +1,145 @@
+//! How links end: cleanly (both halves done), reset with a code, or with their connection; and
+//! the stall rules that reset links holding the connection's credit (see `stall.rs`).
+
+use super::*;
+
+fn log_link_end(link: &Link, why: &str, failed: bool) {
+    let c = link.counters();
+    // The realm is the client's (from its HELLO): escaped, so it cannot forge a log line.
+    let realm = link
+        .realm()
+        .map_or("-".to_string(), |r| escaped(r).to_string());
+    let dir = match link.role {
+        Role::Dialer { .. } => "out",
+        Role::Acceptor { .. } => "in",
+    };
+    let secs = link.opened.elapsed().as_secs_f64();
+    let dropped = if link.discarded > 0 {
+        format!(
+            "; {} bytes the local side sent after this node stopped relaying it were dropped",
+            link.discarded
+        )
+    } else {
+        String::new()
+    };
+    let msg = format!(
+        "link {dir} peer={} route={} realm={realm} to_router={}f/{}B to_client={}f/{}B after {secs:.1}s: {why}{dropped}",
+        link.role.peer(),
+        link.role.route(),
+        c.to_router_frames,
+        c.to_router_bytes,
+        c.to_client_frames,
+        c.to_client_bytes
+    );
+    if failed {
+        tracing::warn!("{msg}");
+    } else {
+        tracing::info!("{msg}");
+    }
+}
+
+impl Node {
+    /// Bytes a link holds on their way to its local socket: its relay buffer and what is still
+    /// unread in quiche.
+    pub(super) fn held_bytes(&self, key: usize) -> u64 {
+        let Some(link) = self.links.get(key) else {
+            return 0;
+        };
+        let unread = link
+            .stream
+            .and_then(|(cid, sid)| {
+                self.driver
+                    .conn(cid)
+                    .map(|c| c.quic.stream_readable_len(sid, usize::MAX))
+            })
+            .unwrap_or(0);
+        (link.buffered_to_local() + unread) as u64
+    }
+
+    /// Resets the links the stall rules say are due (see `stall.rs`).
+    pub(super) fn reset_stalled(&mut self, now: Instant) {
+        self.next_stall_check = None;
+        let due = self.stalls.due(now, |k| self.held_bytes(k));
+        for (key, verdict) in due {
+            let Some(link) = self.links.get(key) else {
+                self.stalls.remove(key);
+                continue;
+            };
+            let age =
+                |t: Option<Instant>| t.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let why = match verdict {
+                StallVerdict::Timeout => format!(
+                    "stalled: the local socket took no byte for {:.1?} (relay.stall_timeout)",
+                    age(link.stalled_since())
+                ),
+                StallVerdict::OverBudget => format!(
+                    "stalled: {} bytes held unread for {:.1?} while the {} links holding credit exceed relay.stall_budget",
+                    self.held_bytes(key),
+                    age(link.holding_since()),
+                    self.stalls.holding()
+                ),
+            };
+            self.stats.links_stalled += 1;
+            self.fail_link(key, StreamCode::Stalled, &why);
+        }
+        if !self.stalls.is_empty() {
+            self.next_stall_check = Some(now + stall::CHECK_EVERY);
+        }
+    }
+
+    pub(super) fn remove_link(&mut self, key: usize) -> Option<Link> {
+        let mut link = self.links.try_remove(key)?;
+        self.stalls.remove(key);
+        self.poll.registry().deregister(&mut link.sock).ok();
+        if let Some(s) = link.stream {
+            self.by_stream.remove(&s);
+        }
+        if let Some(i) = self.peer_index.get(link.role.peer()) {
+            self.peers[*i].waiting.retain(|k| *k != key);
+        }
+        Some(link)
+    }
+
+    pub(super) fn finish_link(&mut self, key: usize) {
+        if let Some(link) = self.remove_link(key) {
+            self.stats.links_closed += 1;
+            if let Some(s) = link.stream {
+                self.finished_streams.push(s);
+                if self.finished_streams.len() >= self.prune_finished_at {
+                    // Most are collected within a round trip: pruning now and then keeps the
+                    // list short at a constant cost per link.
+                    self.prune_finished_streams();
+                    self.prune_finished_at = (self.finished_streams.len() * 2).max(1024);
+                }
+            }
+            match link.peer_ending() {
+                Some(why) => log_link_end(&link, &why, false),
+                None => log_link_end(&link, "closed by both ends", false),
+            }
+        }
+    }
+
+    /// Ends a link abnormally: resets its stream with `code` and closes the local connection.
+    pub(super) fn fail_link(&mut self, key: usize, code: StreamCode, why: &str) {
+        let Some(link) = self.remove_link(key) else {
+            return;
+        };
+        self.stats.links_closed += 1;
+        self.stats.links_failed += 1;
+        if let Some((cid, sid)) = link.stream {
+            if let Some(c) = self.driver.conn_mut(cid) {
+                reset_stream(c, sid, code);
+            }
+            self.driver.note_data_queued(cid);
+        }
+        log_link_end(&link, why, true);
+    }
+
+    /// The connection under a link is gone: close the local side so the router reconnects.
+    pub(super) fn close_link_quietly(&mut self, key: usize) {
+        if let Some(link) = self.remove_link(key) {
+            self.stats.links_closed += 1;
+            log_link_end(&link, "peer connection lost", false);
+        }
+    }
+}

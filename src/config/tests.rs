@@ -18,7 +18,7 @@ redial_min = "200ms"
 redial_max = "10s"
 max_udp_payload = 1452
 initial_stream_window = "1MiB"
-max_stream_window = "1MiB"
+max_stream_window = "4MiB"
 initial_connection_window = "128MiB"
 max_connection_window = "128MiB"
 max_streams = 100000
@@ -152,7 +152,7 @@ fn every_default_value() {
     assert_eq!(q.redial_max, Duration::from_secs(10));
     assert_eq!(q.max_udp_payload, 1452);
     assert_eq!(q.initial_stream_window, 1 << 20);
-    assert_eq!(q.max_stream_window, 1 << 20);
+    assert_eq!(q.max_stream_window, 4 << 20);
     assert_eq!(q.initial_connection_window, 128 << 20);
     assert_eq!(q.max_connection_window, 128 << 20);
     assert_eq!(q.max_streams, 100_000);
@@ -831,7 +831,7 @@ fn summary_shows_what_check_promises() {
         "unix:/run/rlinkd/b.sock -> b/router",
         "router -> tcp:127.0.0.1:19090",
         "idle 10s, keepalive 3s, connect 5s, redial 200ms .. 10s",
-        "stream 1 MiB .. 1 MiB, connection 128 MiB .. 128 MiB, max streams 100000",
+        "stream 1 MiB .. 4 MiB, connection 128 MiB .. 128 MiB, max streams 100000",
         "max payload 1452 B, gso on, gro on, congestion control cubic",
         "max frame 16 MiB, buffer 64 KiB, stall timeout 30s, stall budget 64 MiB, drain 10s",
         "log: info, stats every 30s",

@@ -801,16 +801,8 @@ impl Node {
             }
         }
         while let Some(b) = self.driver.poll_stateless(&mut self.tx_buf) {
-            let t = Transmit {
-                to: b.to,
-                contents: &self.tx_buf[..b.len],
-                segment_size: b.segment_size,
-            };
-            if let Err(e) = self.udp.send(&t) {
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    self.tx_pending = Some(b);
-                    return;
-                }
+            if !self.send_batch(b) {
+                return;
             }
         }
         let segments = self.udp.max_gso_segments();
@@ -819,18 +811,28 @@ impl Node {
                 .driver
                 .poll_transmit(cid, &mut self.tx_buf, segments, now)
             {
-                let t = Transmit {
-                    to: b.to,
-                    contents: &self.tx_buf[..b.len],
-                    segment_size: b.segment_size,
-                };
-                if let Err(e) = self.udp.send(&t) {
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        self.tx_pending = Some(b);
-                        return;
-                    }
+                if !self.send_batch(b) {
+                    return;
                 }
             }
+        }
+    }
+
+    /// Sends a batch written into `tx_buf`; false when the socket is full (the batch waits in
+    /// `tx_pending` for the next writable turn). Other errors are the socket's to count: QUIC
+    /// recovers the loss.
+    fn send_batch(&mut self, b: Batch) -> bool {
+        let t = Transmit {
+            to: b.to,
+            contents: &self.tx_buf[..b.len],
+            segment_size: b.segment_size,
+        };
+        match self.udp.send(&t) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.tx_pending = Some(b);
+                false
+            }
+            _ => true,
         }
     }
 

@@ -445,15 +445,8 @@ impl QuicDriver {
             .collect();
         for id in gone {
             let Some(c) = self.forget(id) else { continue };
-            self.events.push_back(DriverEvent::Closed {
-                conn: id,
-                peer: c.peer.clone(),
-                direction: c.direction,
-                addr,
-                reason: "peer unreachable: ICMP port unreachable (nothing listens there any more)"
-                    .to_string(),
-                was_established: c.is_established(),
-            });
+            let reason = "peer unreachable: ICMP port unreachable (nothing listens there any more)";
+            self.push_closed(id, &c, reason.to_string());
         }
     }
 
@@ -607,14 +600,7 @@ impl QuicDriver {
             self.stats.handshakes_timed_out += 1;
             self.admission.note_failure(c.peer_addr, reason.clone());
         }
-        self.events.push_back(DriverEvent::Closed {
-            conn: id,
-            peer: c.peer.clone(),
-            direction: c.direction,
-            addr: c.peer_addr,
-            reason,
-            was_established: false,
-        });
+        self.push_closed(id, &c, reason);
     }
 
     /// Forgets a connection that closed, with the reason quiche gives.
@@ -627,6 +613,10 @@ impl QuicDriver {
             self.stats.handshakes_failed += 1;
             self.admission.note_failure(c.peer_addr, reason.clone());
         }
+        self.push_closed(id, &c, reason);
+    }
+
+    fn push_closed(&mut self, id: ConnId, c: &Conn, reason: String) {
         self.events.push_back(DriverEvent::Closed {
             conn: id,
             peer: c.peer.clone(),

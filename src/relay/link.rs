@@ -309,7 +309,10 @@ impl Link {
         }
         if let Some(s) = stream.as_mut() {
             // A STOP_SENDING may arrive while this side has nothing to send: look for it now, or
-            // the link would wait on a local socket whose bytes can go nowhere.
+            // the link would wait on a local socket whose bytes can go nowhere. Asked on every
+            // pump, not only after `stream_writable_next`: quiche queues a stopped stream as
+            // writable only if it had no send capacity before, so an idle link that had credit
+            // would never hear of it (tried; links_lifecycle's silent-router test caught it).
             if !self.fin_sent {
                 match s.quic.stream_capacity(s.id) {
                     Err(quiche::Error::StreamStopped(code)) => self.end_send_half(Some(code)),

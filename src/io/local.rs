@@ -57,14 +57,6 @@ impl LocalStream {
         }
     }
 
-    /// Stops reading: a Unix peer's further writes fail (EPIPE), a TCP peer's are discarded.
-    pub fn shutdown_read(&self) -> io::Result<()> {
-        match self {
-            LocalStream::Tcp(s) => s.shutdown(Shutdown::Read),
-            LocalStream::Unix(s) => s.shutdown(Shutdown::Read),
-        }
-    }
-
     /// Sets TCP_NODELAY: frames are written whole and should leave at once.
     pub fn tune(&self) {
         if let LocalStream::Tcp(s) = self {

@@ -1,11 +1,13 @@
 //! QUIC between rlinkd nodes: a sans-I/O driver over quiche ([`driver::QuicDriver`]), the stream
 //! preamble that names a route ([`preamble`]), the wire's error codes ([`codes`]), the admission
-//! of incoming handshakes ([`admission`]) and the mutual TLS 1.3 setup ([`tls`]).
+//! of incoming handshakes ([`admission`]), the mutual TLS 1.3 setup ([`tls`]) and the
+//! connection-ID layout that names each connection's shard ([`cid`]).
 //!
 //! One QUIC connection per node pair carries every rlink between them, one bidirectional stream
 //! per rlink. `docs/PROTOCOL.md` is the reference for what crosses the wire.
 
 pub mod admission;
+pub mod cid;
 pub mod codes;
 pub mod driver;
 pub mod preamble;

@@ -3,10 +3,12 @@
 //!
 //! The seam is [`DatagramIo`]: receive a (possibly GRO-coalesced) buffer with its segment size,
 //! send a (possibly GSO) batch of equal-sized datagrams. The portable backend is [`udp::UdpSocket`]
-//! on mio; the io_uring engine implements the same trait.
+//! on mio; the io_uring engine implements the same trait. [`steer`] binds one socket per shard on
+//! the QUIC port and steers datagrams to their shard by connection ID.
 
 pub mod cmsg;
 pub mod local;
+pub mod steer;
 pub mod udp;
 
 use std::io;

@@ -46,27 +46,33 @@ impl UdpSocket {
     /// `want_gro`.
     pub fn bind(addr: SocketAddr, want_gso: bool, want_gro: bool) -> io::Result<UdpSocket> {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_nonblocking(true)?;
         if addr.is_ipv6() {
             socket.set_only_v6(false).ok();
         }
-        set_buffer_sizes(&socket);
         socket.bind(&SockAddr::from(addr))?;
+        Self::from_bound(socket, want_gso, want_gro)
+    }
+
+    /// Makes a bound UDP socket (e.g. a shard's socket of a reuseport group, `io::steer`) a
+    /// datagram backend: non-blocking, large buffers, GSO/GRO as for [`UdpSocket::bind`].
+    pub fn from_bound(socket: Socket, want_gso: bool, want_gro: bool) -> io::Result<UdpSocket> {
+        socket.set_nonblocking(true)?;
+        set_buffer_sizes(&socket);
         // Probe GSO by setting the option, then clear it: a non-zero UDP_SEGMENT socket option
         // would segment every later send that carries no cmsg of its own.
         let gso = want_gso
             && set_int_option(&socket, libc::SOL_UDP, UDP_SEGMENT, 1200).is_ok()
             && set_int_option(&socket, libc::SOL_UDP, UDP_SEGMENT, 0).is_ok();
         let gro = want_gro && set_int_option(&socket, libc::SOL_UDP, UDP_GRO, 1).is_ok();
-        // Queue ICMP errors (e.g. port unreachable when a peer process dies) for recv_error.
-        set_int_option(&socket, libc::SOL_IP, libc::IP_RECVERR, 1).ok();
-        if addr.is_ipv6() {
-            set_int_option(&socket, libc::SOL_IPV6, libc::IPV6_RECVERR, 1).ok();
-        }
         let local = socket
             .local_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::other("UDP socket has no IP address"))?;
+        // Queue ICMP errors (e.g. port unreachable when a peer process dies) for recv_error.
+        set_int_option(&socket, libc::SOL_IP, libc::IP_RECVERR, 1).ok();
+        if local.is_ipv6() {
+            set_int_option(&socket, libc::SOL_IPV6, libc::IPV6_RECVERR, 1).ok();
+        }
         // SAFETY: `into_raw_fd` hands over sole ownership of a valid open UDP socket.
         let std_socket = unsafe { std::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
         Ok(UdpSocket {

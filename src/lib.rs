@@ -12,6 +12,7 @@
 //! Layout: [`rawsocket`] is the pure wire codec; [`quic`] the sans-I/O QUIC driver, stream
 //! preamble and TLS; [`io`] the sockets (UDP with GSO/GRO, local Unix/TCP); [`relay`] moves bytes
 //! between a local connection and a stream; [`node`] is the event loop that ties them together;
+//! [`shard`] places the thread-per-core engine's shards on CPUs;
 //! [`config`] and [`cert`] are the user-facing set-up; [`endpoints`] holds built-in RawSocket
 //! routers and clients for the demo, tests and benchmarks.
 
@@ -31,3 +32,4 @@ pub mod probe;
 pub mod quic;
 pub mod rawsocket;
 pub mod relay;
+pub mod shard;

@@ -25,6 +25,10 @@ pub(crate) struct FileConfig {
     pub links: Vec<FileLink>,
     #[serde(default)]
     pub routes: Vec<FileRoute>,
+
+    // Shards of the thread-per-core engine.
+    pub shards: Option<u64>,
+    pub cpus: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

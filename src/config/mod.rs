@@ -71,6 +71,8 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     pub links: Vec<LinkConfig>,
     pub routes: Vec<RouteConfig>,
+    /// `shards` and `cpus`.
+    pub shards: ShardSettings,
     /// The config file this came from (empty for [`NodeConfig::from_toml_str`]).
     pub source: PathBuf,
 }
@@ -188,6 +190,17 @@ impl Default for RelaySettings {
             stall_budget: 64 << 20,
         }
     }
+}
+
+/// How many shards run and where (`shards`, `cpus`). Whether the CPUs are in the process's
+/// affinity mask is checked when the node starts (`shard::placement`), not here: the mask
+/// belongs to the process that runs, not to the host `rlinkd check` runs on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardSettings {
+    /// `shards`; `None`: as many as `cpus` lists, else one per CPU of the affinity mask.
+    pub count: Option<usize>,
+    /// `cpus`: shard `i` runs on `cpus[i]`; `None`: the affinity mask's CPUs in order.
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// Another node. Without `connect` this node only accepts that peer's connection.
@@ -450,6 +463,13 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
 
+    // Out-of-range values are reported by validate(); saturate rather than wrap.
+    let index = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let shards = ShardSettings {
+        count: file.shards.map(index),
+        cpus: file.cpus.map(|c| c.into_iter().map(index).collect()),
+    };
+
     Ok(NodeConfig {
         node: file.node,
         log_level: file
@@ -466,6 +486,7 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
         peers,
         links,
         routes,
+        shards,
         source: source.to_path_buf(),
     })
 }

@@ -79,6 +79,13 @@ impl NodeConfig {
             ByteSize(self.relay.stall_budget),
             format_duration(self.drain_timeout),
         )?;
+        let sh = &self.shards;
+        let cpus = |c: &[usize]| c.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        match (sh.count, &sh.cpus) {
+            (_, Some(c)) => writeln!(s, "shards: {} on CPUs {}", c.len(), cpus(c))?,
+            (Some(n), None) => writeln!(s, "shards: {n} on the affinity mask's CPUs in order")?,
+            (None, None) => writeln!(s, "shards: one per CPU of the affinity mask")?,
+        }
         let stats = match self.stats_interval {
             Some(d) => format!("every {}", format_duration(d)),
             None => "off".to_string(),

@@ -121,6 +121,7 @@ fn expected_example() -> NodeConfig {
             name: "router".into(),
             connect: LocalAddr::Tcp("127.0.0.1:19090".parse().unwrap()),
         }],
+        shards: ShardSettings::default(),
         source: PathBuf::new(),
     }
 }
@@ -835,7 +836,68 @@ fn summary_shows_what_check_promises() {
         "max payload 1452 B, gso on, gro on, congestion control cubic",
         "max frame 16 MiB, buffer 64 KiB, stall timeout 30s, stall budget 64 MiB, drain 10s",
         "log: info, stats every 30s",
+        "shards: one per CPU of the affinity mask",
     ] {
         assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");
     }
+}
+
+/// The top-level file model with `lines` put before the first table (TOML top-level keys
+/// must come first).
+fn top_with(lines: &str) -> Result<NodeConfig, ConfigError> {
+    parse(&MINIMAL.replace("[quic]\n", &format!("{lines}\n[quic]\n")))
+}
+
+#[test]
+fn shards_and_cpus_default_to_the_affinity_mask() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.shards, ShardSettings::default());
+    let c = top_with("shards = 4").unwrap();
+    assert_eq!(c.shards.count, Some(4));
+    assert_eq!(c.shards.cpus, None);
+    assert!(c
+        .summary()
+        .contains("shards: 4 on the affinity mask's CPUs in order"));
+    let c = top_with("cpus = [2, 0]").unwrap();
+    assert_eq!(c.shards.count, None);
+    assert_eq!(c.shards.cpus, Some(vec![2, 0]));
+    assert!(c.summary().contains("shards: 2 on CPUs 2,0"));
+    let c = top_with("shards = 2\ncpus = [3, 1]").unwrap();
+    assert_eq!(c.shards.count, Some(2));
+    assert_eq!(top_with("shards = 256").unwrap().shards.count, Some(256));
+}
+
+#[test]
+fn shard_rules_name_their_key() {
+    assert_invalid(top_with("shards = 0"), "shards", "outside 1..=256");
+    assert_invalid(top_with("shards = 257"), "shards", "outside 1..=256");
+    assert_invalid(top_with("cpus = []"), "cpus", "lists no CPU");
+    assert_invalid(
+        top_with("cpus = [0, 1, 0]"),
+        "cpus[2]",
+        "CPU 0 is already cpus[0]",
+    );
+    assert_invalid(
+        top_with("cpus = [1, 5000]"),
+        "cpus[1]",
+        "CPU 5000 is beyond",
+    );
+    assert_invalid(
+        top_with("shards = 3\ncpus = [0, 1]"),
+        "cpus",
+        "lists 2 CPUs but shards = 3",
+    );
+    let many = (0..257)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_invalid(
+        top_with(&format!("cpus = [{many}]")),
+        "cpus",
+        "at most 256 shards",
+    );
+    // Wrong types and negative numbers are parse errors that name the key.
+    assert!(err_text(top_with("shards = -1")).contains("shards"));
+    assert!(err_text(top_with("cpus = [\"0\"]")).contains("cpus"));
+    assert!(err_text(top_with("cpu = [0]")).contains("unknown field `cpu`"));
 }

@@ -9,6 +9,8 @@ use tracing_subscriber::filter::{Directive, LevelFilter};
 use super::loops::{is_local_ip, reaches};
 use super::units::{format_duration, ByteSize};
 use super::{ConfigError, NodeConfig};
+use crate::quic::cid::MAX_SHARDS;
+use crate::shard::placement::MAX_CPUS;
 
 /// The rule for node, peer and route names: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
 /// Node names also become certificate SAN DNS names and file names (`NODE.pem`).
@@ -60,6 +62,7 @@ impl NodeConfig {
         }
         self.validate_quic()?;
         self.validate_relay()?;
+        self.validate_shards()?;
 
         if self.peers.is_empty() {
             return Err(ConfigError::invalid(
@@ -273,6 +276,61 @@ impl NodeConfig {
                      keep up always have credit left",
                     ByteSize(r.stall_budget),
                     ByteSize(q.initial_connection_window)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    fn validate_shards(&self) -> Result<(), ConfigError> {
+        let s = &self.shards;
+        if let Some(n) = s.count {
+            if !(1..=MAX_SHARDS).contains(&n) {
+                return Err(ConfigError::invalid(
+                    "shards",
+                    format!("{n} is outside 1..={MAX_SHARDS} (one byte of a connection ID names the shard)"),
+                ));
+            }
+        }
+        let Some(cpus) = &s.cpus else { return Ok(()) };
+        if cpus.is_empty() {
+            return Err(ConfigError::invalid(
+                "cpus",
+                "lists no CPU; omit it to use the CPUs of the process's affinity mask",
+            ));
+        }
+        if cpus.len() > MAX_SHARDS {
+            return Err(ConfigError::invalid(
+                "cpus",
+                format!(
+                    "lists {} CPUs, one per shard, and a node has at most {MAX_SHARDS} shards",
+                    cpus.len()
+                ),
+            ));
+        }
+        for (i, &cpu) in cpus.iter().enumerate() {
+            let key = format!("cpus[{i}]");
+            if cpu >= MAX_CPUS {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("CPU {cpu} is beyond the {MAX_CPUS} CPUs rlinkd can pin to"),
+                ));
+            }
+            if let Some(first) = cpus[..i].iter().position(|&c| c == cpu) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("CPU {cpu} is already cpus[{first}]; each shard gets its own CPU"),
+                ));
+            }
+        }
+        if let Some(n) = s.count.filter(|&n| n != cpus.len()) {
+            return Err(ConfigError::invalid(
+                "cpus",
+                format!(
+                    "lists {} CPUs but shards = {n}; give one CPU per shard, or omit shards",
+                    cpus.len()
                 ),
             ));
         }

@@ -247,6 +247,10 @@ impl Env {
                 b.routes.push(("router".into(), router_addr));
                 b.quic_extra = extra;
                 b.top_extra.push("stats_interval = \"0s\"".into());
+                if let Some(n) = v.shards {
+                    a.top_extra.push(format!("shards = {n}"));
+                    b.top_extra.push(format!("shards = {n}"));
+                }
                 let node_b = NodeProcess::start(o.exe, o.dir, o.certs, &b)?;
                 let node_a = NodeProcess::start(o.exe, o.dir, o.certs, &a)?;
                 if !wait_for_log(&node_a, "peer connected", Duration::from_secs(10)) {

@@ -162,6 +162,10 @@ pub struct BenchArgs {
     /// loopback-only figure, not a network path).
     #[arg(long)]
     pub udp_payload: Option<usize>,
+    /// Shards per rlinkd node (quic only), e.g. `1,2` to compare them in one run; each quic cell
+    /// runs once per count. Default: the nodes' own default (one shard per CPU they may use).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub shards: Vec<u64>,
     /// Run rlinkd without UDP GSO/GRO (one datagram per system call), to measure what they bring.
     #[arg(long)]
     pub no_gso: bool,
@@ -190,6 +194,9 @@ pub struct RunResult {
     /// quic only: the largest UDP payload rlinkd sent (1452 at a 1,500-byte MTU, 8952 at 9,000).
     #[serde(default)]
     pub udp_payload: Option<usize>,
+    /// quic only: shards per node when the run set them (`--shards`).
+    #[serde(default)]
+    pub shards: Option<usize>,
     pub links: usize,
     pub frame_bytes: usize,
     pub seconds: f64,
@@ -229,6 +236,7 @@ impl RunResult {
             transport,
             round: 0,
             udp_payload: None,
+            shards: None,
             links,
             frame_bytes,
             seconds: 0.0,
@@ -254,6 +262,7 @@ impl RunResult {
         Variant {
             transport: self.transport,
             udp_payload: self.udp_payload,
+            shards: self.shards,
         }
     }
 
@@ -381,7 +390,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         gso: !args.no_gso,
         relays: &relays,
     };
-    let plan = plan(&workloads, &transports, &args.mtu, args.udp_payload);
+    let shards: Vec<usize> = args.shards.iter().map(|&n| n as usize).collect();
+    let plan = plan(
+        &workloads,
+        &transports,
+        &args.mtu,
+        args.udp_payload,
+        &shards,
+    );
     let rounds = args.rounds as usize;
     let cells: usize = plan.iter().map(|(_, v)| v.len()).sum();
     println!(
@@ -583,6 +599,7 @@ fn run_one(
     };
     r.round = round;
     r.udp_payload = v.udp_payload;
+    r.shards = v.shards;
     let t = v.transport;
     if t == Transport::Tls {
         r.tls_offload = Some(crate::ktls::status());

@@ -29,20 +29,31 @@ impl Mtu {
     }
 }
 
-/// One column of a workload: a transport and, for quic, the largest UDP payload rlinkd sends.
+/// One column of a workload: a transport and, for quic, the largest UDP payload rlinkd sends and
+/// the shards each node runs (`None`: the node's default, one per CPU it may use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Variant {
     pub transport: Transport,
     pub udp_payload: Option<usize>,
+    pub shards: Option<usize>,
 }
 
 impl Variant {
-    /// How charts and progress lines name it: `quic` at 1,500, `quic 9000`, `quic 65527 B`.
+    /// The transport column of the table: `quic`, or `quic 2sh` when the run set the shards.
+    pub fn name(&self) -> String {
+        match self.shards {
+            Some(n) => format!("{} {n}sh", self.transport.name()),
+            None => self.transport.name().to_string(),
+        }
+    }
+
+    /// How charts and progress lines name it: `quic` at 1,500, `quic 9000`, `quic 65527 B`,
+    /// `quic 2sh 9000`.
     pub fn label(&self) -> String {
         match self.udp_payload {
-            Some(PAYLOAD_1500) | None => self.transport.name().to_string(),
-            Some(PAYLOAD_9000) => format!("{} 9000", self.transport.name()),
-            Some(n) => format!("{} {n} B", self.transport.name()),
+            Some(PAYLOAD_1500) | None => self.name(),
+            Some(PAYLOAD_9000) => format!("{} 9000", self.name()),
+            Some(n) => format!("{} {n} B", self.name()),
         }
     }
 
@@ -65,12 +76,19 @@ pub type Plan = Vec<(Workload, Vec<Variant>)>;
 /// The cells to run. quic runs once per UDP payload: `--udp-payload` if given, else each `--mtu`,
 /// else (the default suite) 1,500 and 9,000 for bulk and events and 1,500 for the rest. TCP-based
 /// transports run once: on loopback a path MTU does not change what a TCP sender hands the kernel.
+/// `shards` (quic only) runs each quic variant once per shard count; empty: the nodes' default.
 pub fn plan(
     workloads: &[Workload],
     transports: &[Transport],
     mtus: &[Mtu],
     udp_payload: Option<usize>,
+    shards: &[usize],
 ) -> Plan {
+    let shard_counts: Vec<Option<usize>> = if shards.is_empty() {
+        vec![None]
+    } else {
+        shards.iter().map(|&n| Some(n)).collect()
+    };
     workloads
         .iter()
         .map(|&w| {
@@ -87,14 +105,18 @@ pub fn plan(
             let mut variants = Vec::new();
             for &t in transports {
                 if t == Transport::Quic {
-                    variants.extend(payloads.iter().map(|&p| Variant {
-                        transport: t,
-                        udp_payload: Some(p),
-                    }));
+                    for &p in &payloads {
+                        variants.extend(shard_counts.iter().map(|&shards| Variant {
+                            transport: t,
+                            udp_payload: Some(p),
+                            shards,
+                        }));
+                    }
                 } else {
                     variants.push(Variant {
                         transport: t,
                         udp_payload: None,
+                        shards: None,
                     });
                 }
             }
@@ -123,13 +145,14 @@ mod tests {
         Variant {
             transport: t,
             udp_payload: p,
+            shards: None,
         }
     }
 
     /// The default suite: quic at both MTUs for bulk and events only; TCP-based transports once.
     #[test]
     fn default_plan_runs_bulk_and_events_at_both_mtus() {
-        let p = plan(&Workload::ALL, &Transport::ALL, &[], None);
+        let p = plan(&Workload::ALL, &Transport::ALL, &[], None, &[]);
         assert_eq!(p.len(), 7);
         let (w, bulk) = &p[0];
         assert_eq!(*w, Workload::Bulk);
@@ -150,16 +173,54 @@ mod tests {
             assert_eq!(vs.len(), 6, "{w:?} at 1500 only");
             assert!(vs.contains(&v(Transport::Quic, Some(1452))));
         }
-        let jumbo = plan(&[Workload::Rpc], &[Transport::Quic], &[Mtu::Jumbo], None);
+        let jumbo = plan(
+            &[Workload::Rpc],
+            &[Transport::Quic],
+            &[Mtu::Jumbo],
+            None,
+            &[],
+        );
         assert_eq!(jumbo[0].1, vec![v(Transport::Quic, Some(8952))]);
         let lo = plan(
             &[Workload::Bulk],
             &[Transport::Quic],
             &[Mtu::Jumbo],
             Some(65527),
+            &[],
         );
         assert_eq!(lo[0].1, vec![v(Transport::Quic, Some(65527))]);
         assert_eq!(lo[0].1[0].path_label(), "65527B*");
+    }
+
+    /// `--shards 1,2`: every quic variant once per shard count, the others once.
+    #[test]
+    fn shards_multiply_the_quic_variants_only() {
+        let p = plan(
+            &[Workload::Events],
+            &[Transport::Haproxy, Transport::Quic],
+            &[Mtu::Ethernet],
+            None,
+            &[1, 2],
+        );
+        let one = Variant {
+            shards: Some(1),
+            ..v(Transport::Quic, Some(1452))
+        };
+        let two = Variant {
+            shards: Some(2),
+            ..one
+        };
+        assert_eq!(p[0].1, vec![v(Transport::Haproxy, None), one, two]);
+        assert_eq!(two.name(), "quic 2sh");
+        assert_eq!(two.label(), "quic 2sh");
+        assert_eq!(
+            Variant {
+                udp_payload: Some(8952),
+                ..two
+            }
+            .label(),
+            "quic 2sh 9000"
+        );
     }
 
     #[test]

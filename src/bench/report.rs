@@ -264,7 +264,7 @@ fn row_lines(s: &mut String, row: &Row, rounds: usize) {
     let _ = writeln!(
         s,
         "  {:<8} {:>8} {:>10.1} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}  {:>8} {:>7} {:>7} {:>9}{}",
-        r.transport.name(),
+        row.variant.name(),
         row.variant.path_label(),
         r.goodput_mb_s,
         r.frames_per_s,
@@ -507,7 +507,10 @@ fn ratios_section(s: &mut String, rows: &[Row], skipped: &[Skipped]) {
             s,
             "  {:<8} {:>8}  {:<9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>11}",
             w,
-            r.quic.path_label(),
+            match r.quic.shards {
+                Some(n) => format!("{} {n}sh", r.quic.path_label()),
+                None => r.quic.path_label(),
+            },
             r.other.transport.name(),
             x(r.goodput),
             x(r.frames),

@@ -28,6 +28,7 @@ pub mod io;
 pub mod ktls;
 pub mod logsafe;
 pub mod node;
+pub mod ops;
 pub mod probe;
 pub mod quic;
 pub mod rawsocket;

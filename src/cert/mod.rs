@@ -21,6 +21,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::config::validate_name;
 
+pub mod check;
+
 /// The CA certificate's subject common name.
 pub const CA_COMMON_NAME: &str = "rlinkd CA";
 /// How long issued certificates are valid, counted from one day before issue (clock skew).

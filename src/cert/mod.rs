@@ -8,6 +8,8 @@
 //! Files written to `dir`: `ca.pem`, `ca.key` (only when no CA is there yet) and, per node,
 //! `NODE.pem`, `NODE.key`. Keys are ECDSA P-256 in PKCS#8 PEM, mode 0600.
 
+pub mod check;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,8 +22,6 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::config::validate_name;
-
-pub mod check;
 
 /// The CA certificate's subject common name.
 pub const CA_COMMON_NAME: &str = "rlinkd CA";

@@ -73,9 +73,8 @@ impl<'de> Deserialize<'de> for SocketMode {
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<SocketMode, E> {
-                let v = u64::try_from(v).map_err(|_| {
-                    E::custom(format!("socket mode {v} is negative; {MODE_HINT}"))
-                })?;
+                let v = u64::try_from(v)
+                    .map_err(|_| E::custom(format!("socket mode {v} is negative; {MODE_HINT}")))?;
                 self.visit_u64(v)
             }
 

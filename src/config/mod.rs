@@ -4,7 +4,8 @@
 //! `NodeConfig::load` reads a file, resolves relative paths against the file's folder, checks
 //! every rule in `validate.rs` and that the certificate files exist. The file format is
 //! documented key by key in `docs/CONFIG.md`. This module is the only place that reads the
-//! environment (`RUST_LOG`, see [`NodeConfig::log_filter`]).
+//! node's settings from the environment (`RUST_LOG`, see [`NodeConfig::log_filter`]);
+//! `NOTIFY_SOCKET`, systemd's channel rather than a setting, is read by `crate::ops::notify`.
 
 mod endpoint;
 mod file;

@@ -143,7 +143,13 @@ pub fn run(dir: Option<PathBuf>, links: usize) -> anyhow::Result<()> {
     for n in [&node_a, &node_b] {
         let log = n.log_text();
         println!("  node {} log (first lines):", n.name);
-        for line in log.lines().filter(|l| !l.contains("stats:")).take(4) {
+        // From "node listening" on: the start-up lines before it (certificate, socket buffers)
+        // say nothing about what crossed.
+        let lines = log
+            .lines()
+            .skip_while(|l| !l.contains("node listening"))
+            .filter(|l| !l.contains("stats:"));
+        for line in lines.take(4) {
             println!(
                 "    {}",
                 line.split_once("  ")

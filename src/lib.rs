@@ -13,7 +13,8 @@
 //! preamble and TLS; [`io`] the sockets (UDP with GSO/GRO, local Unix/TCP); [`relay`] moves bytes
 //! between a local connection and a stream; [`node`] is the event loop that ties them together;
 //! [`shard`] places the thread-per-core engine's shards on CPUs;
-//! [`config`] and [`cert`] are the user-facing set-up; [`endpoints`] holds built-in RawSocket
+//! [`config`] and [`cert`] are the user-facing set-up, [`ops`] what running as a service needs
+//! (systemd notifications, endpoint permissions); [`endpoints`] holds built-in RawSocket
 //! routers and clients for the demo, tests and benchmarks.
 
 pub mod addr;
@@ -28,6 +29,7 @@ pub mod io;
 pub mod ktls;
 pub mod logsafe;
 pub mod node;
+pub mod ops;
 pub mod probe;
 pub mod quic;
 pub mod rawsocket;

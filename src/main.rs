@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use rlinkd::config::NodeConfig;
+use rlinkd::config::{LogFormat, NodeConfig};
+use rlinkd::ops::notify;
 
 #[derive(Parser)]
 #[command(
     name = "rlinkd",
     version,
+    long_version = rlinkd::ops::version::long_version(),
     about = "WAMP RawSocket rlinks carried over one QUIC connection per node pair"
 )]
 struct Cli {
@@ -88,16 +90,73 @@ fn main() -> ExitCode {
 
 /// Installs the log filter `filter`, which the caller has validated: `EnvFilter::new` would
 /// drop a bad directive silently, so `try_new` is used and a failure is an error.
-fn init_logging(filter: &str) -> anyhow::Result<()> {
+fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("log filter {filter:?}"))?;
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object per line; the event's fields at the top level next to "message", so a
+        // collector can index `peer` or `node` without parsing the text.
+        LogFormat::Json => fmt.json().flatten_event(true).with_ansi(false).init(),
+    }
+    Ok(())
+}
+
+/// `rlinkd run`: bind every socket, tell systemd the node is ready, run until stopped.
+fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
+    init_logging(&cfg.log_filter()?, cfg.log_format)?;
+    // `load` checked the certificate; this only fetches what it says, for the log.
+    let report = cfg.certificate_report()?;
+    tracing::info!(
+        subject = %report.subject,
+        issuer = %report.issuer,
+        not_after = %report.not_after,
+        days_left = report.days_left,
+        "certificate"
+    );
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    let links = cfg.links.clone();
+    let mut node = {
+        // Endpoint sockets start as mode 0600 and get their configured owner, group and mode
+        // below, so none is ever open to more users than its final mode allows.
+        let _umask = rlinkd::ops::endpoint::PrivateUmask::set();
+        rlinkd::node::Node::bind(cfg).context("cannot start node")?
+    };
+    rlinkd::ops::endpoint::apply_all(&links)
+        .map_err(anyhow::Error::msg)
+        .context("cannot start node")?;
+    notify::ready(&format!("listening on {} (QUIC)", node.quic_addr()));
+    if notify::enabled() {
+        notify_stopping_on_signal()?;
+    }
+    node.run()?;
+    Ok(())
+}
+
+/// Sends STOPPING=1 to systemd when the first SIGTERM or SIGINT arrives, which is when the node
+/// starts to drain. signal-hook delivers each signal to every registered handler, so the node's
+/// own handling is unchanged.
+// TODO(issue 10): the drain start in the node loop should call `notify::stopping()` itself
+// (it also knows about stops that are not signals); then this thread goes.
+fn notify_stopping_on_signal() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("watching SIGTERM for systemd")?;
+    std::thread::Builder::new()
+        .name("sd-notify".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                notify::stopping();
+            }
+        })
+        .context("watching SIGTERM for systemd")?;
     Ok(())
 }
 
@@ -113,16 +172,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let cfg = NodeConfig::load(&config)?;
-            init_logging(&cfg.log_filter()?)?;
-            let mut node = rlinkd::node::Node::bind(cfg).context("cannot start node")?;
-            node.run()?;
-            Ok(())
+            run_node(cfg)
         }
         Command::Check { config } => {
             let cfg = NodeConfig::load(&config)?;
             // What `run` would install (RUST_LOG included), so `check` refuses what `run` would.
             cfg.log_filter()?;
             print!("{}", cfg.summary());
+            let report = cfg.certificate_report()?;
+            println!(
+                "certificate: subject {}, issuer {}, valid {} .. {} ({} days left)",
+                report.subject,
+                report.issuer,
+                report.not_before,
+                report.not_after,
+                report.days_left
+            );
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
             println!("configuration OK");
             Ok(())
         }
@@ -133,7 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            init_logging(&tool_filter("warn"))?;
+            init_logging(&tool_filter("warn"), LogFormat::Text)?;
             rlinkd::bench::run(args)
         }
         Command::BenchRouter {
@@ -146,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { dir, links } => {
-            init_logging(&tool_filter("warn"))?;
+            init_logging(&tool_filter("warn"), LogFormat::Text)?;
             rlinkd::demo::run(dir, links)
         }
         Command::Probe { nic, json } => {

@@ -333,3 +333,197 @@ fn run_replaces_only_a_stale_socket_at_a_link_path() {
     node.stop();
     assert!(!stale.exists(), "the node left its socket file behind");
 }
+
+// ---- Issue 10: `check` verifies the certificate, key and CA as peers will; `--version` ----
+
+/// A certificate for node `name` signed by the CA in `certs`, valid from `days_from` to
+/// `days_to` days from now, written with its key (mode 0600) to `dir/NAME.pem` and `.key`.
+fn issue_with_validity(
+    certs: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    days_from: i64,
+    days_to: i64,
+) {
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(certs.join("ca.key")).unwrap()).unwrap();
+    let ca = CertificateParams::from_ca_cert_pem(
+        &std::fs::read_to_string(certs.join("ca.pem")).unwrap(),
+    )
+    .unwrap()
+    .self_signed(&ca_key)
+    .unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(days_from);
+    params.not_after = now + time::Duration::days(days_to);
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Each of these used to pass `check` and fail only at the peer's handshake (or, for an
+/// expired certificate, at every peer): `check` and `run` now refuse them, naming the key.
+#[test]
+fn check_and_run_refuse_certificates_peers_would_refuse() {
+    let env = Env::new(&["a", "b"]);
+    let other = Env::new(&["a"]); // another cluster: another CA
+    let mut plan = NodePlan::new("a", free_udp_port());
+    plan.peers.push(("b".into(), None));
+    let good = plan.to_toml(&env.certs);
+    let certs = env.certs.display().to_string();
+    let cert_line = format!("cert = \"{certs}/a.pem\"");
+    let key_line = format!("key = \"{certs}/a.key\"");
+    let ca_line = format!("ca = \"{certs}/ca.pem\"");
+    assert!(good.contains(&cert_line) && good.contains(&key_line) && good.contains(&ca_line));
+
+    let garbage = env.path("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let open_key = env.path("open.key");
+    std::fs::copy(env.certs.join("a.key"), &open_key).unwrap();
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    issue_with_validity(&env.certs, &env.path("expired"), "a", -30, -1);
+    issue_with_validity(&env.certs, &env.path("future"), "a", 2, 300);
+    let replace = |pairs: &[(&str, String)]| {
+        let mut t = good.clone();
+        for (from, to) in pairs {
+            t = t.replace(from, to);
+        }
+        t
+    };
+    let cases = [
+        (
+            "garbage cert",
+            replace(&[(
+                &cert_line,
+                format!("cert = {:?}", garbage.display().to_string()),
+            )]),
+            "quic.cert",
+            "not a PEM certificate",
+        ),
+        (
+            "mismatched key",
+            replace(&[(&key_line, format!("key = \"{certs}/b.key\""))]),
+            "quic.key",
+            "is not the key of",
+        ),
+        (
+            "another node's cert",
+            replace(&[
+                (&cert_line, format!("cert = \"{certs}/b.pem\"")),
+                (&key_line, format!("key = \"{certs}/b.key\"")),
+            ]),
+            "quic.cert",
+            "not this node",
+        ),
+        (
+            "wrong CA",
+            replace(&[(
+                &ca_line,
+                format!("ca = \"{}/ca.pem\"", other.certs.display()),
+            )]),
+            "quic.ca",
+            "did not issue",
+        ),
+        (
+            "expired cert",
+            replace(&[(
+                &format!("{certs}/a."),
+                format!("{}/a.", env.path("expired").display()),
+            )]),
+            "quic.cert",
+            "expired",
+        ),
+        (
+            "not yet valid",
+            replace(&[(
+                &format!("{certs}/a."),
+                format!("{}/a.", env.path("future").display()),
+            )]),
+            "quic.cert",
+            "not valid yet",
+        ),
+        (
+            "key open to others",
+            replace(&[(
+                &key_line,
+                format!("key = {:?}", open_key.display().to_string()),
+            )]),
+            "quic.key",
+            "open to others",
+        ),
+    ];
+    for (what, toml, key, needle) in cases {
+        assert_ne!(toml, good, "{what}: the config was not changed");
+        let path = env.path("bad.toml");
+        std::fs::write(&path, &toml).unwrap();
+        let p = path.to_str().unwrap();
+        let (ok, err) = run_cli_env(&["check", "--config", p], None, CLI_WAIT);
+        assert!(!ok, "{what}: check accepted it");
+        assert!(
+            err.contains(key) && err.contains(needle),
+            "{what}: check said: {err}"
+        );
+        let (ok, err) = run_cli_env(&["run", "--config", p], None, REFUSE_WAIT);
+        assert!(!ok && err.contains(key), "{what}: run said: {err}");
+    }
+}
+
+/// `check` shows what the certificate says, and warns (without failing) when it expires soon.
+#[test]
+fn check_prints_the_certificate_and_warns_before_expiry() {
+    let env = Env::new(&["a", "b"]);
+    let mut plan = NodePlan::new("a", free_udp_port());
+    plan.peers.push(("b".into(), None));
+    let (ok, out, err) = check(&env, "a.toml", &plan.to_toml(&env.certs));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("subject CN=a")
+            && out.contains("issuer CN=rlinkd CA")
+            && out.contains("days left"),
+        "{out}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+
+    issue_with_validity(&env.certs, &env.path("soon"), "a", -1, 10);
+    let certs = env.certs.display().to_string();
+    let toml = plan.to_toml(&env.certs).replace(
+        &format!("{certs}/a."),
+        &format!("{}/a.", env.path("soon").display()),
+    );
+    let (ok, out, err) = check(&env, "soon.toml", &toml);
+    assert!(
+        ok,
+        "a certificate valid for 10 more days was refused: {err}"
+    );
+    assert!(
+        out.contains("warning: quic.cert")
+            && (out.contains("expires in 9 days") || out.contains("expires in 10 days")),
+        "{out}"
+    );
+}
+
+#[test]
+fn version_names_quiche_boringssl_and_the_io_backends() {
+    let (ok, out, err) = run_cli(&["--version"], CLI_WAIT);
+    assert!(ok, "{err}");
+    for needle in [
+        concat!("rlinkd ", env!("CARGO_PKG_VERSION")),
+        "quiche 0.",
+        "BoringSSL",
+        "io backends: mio",
+    ] {
+        assert!(out.contains(needle), "--version lacks {needle:?}: {out}");
+    }
+}

@@ -8,6 +8,8 @@
 //! Files written to `dir`: `ca.pem`, `ca.key` (only when no CA is there yet) and, per node,
 //! `NODE.pem`, `NODE.key`. Keys are ECDSA P-256 in PKCS#8 PEM, mode 0600.
 
+pub mod check;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -6,8 +6,9 @@
 
 use serde::Deserialize;
 
+use super::endpoint::{IdSpec, SocketMode};
 use super::units::{ByteSize, DurationValue};
-use super::CongestionControl;
+use super::{CongestionControl, LogFormat};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +17,8 @@ pub(crate) struct FileConfig {
     pub log_level: Option<String>,
     pub stats_interval: Option<DurationValue>,
     pub drain_timeout: Option<DurationValue>,
+    // Operations (issue 10): how logs are written.
+    pub log_format: Option<LogFormat>,
     pub quic: FileQuic,
     #[serde(default)]
     pub relay: FileRelay,
@@ -76,6 +79,11 @@ pub(crate) struct FileLink {
     pub peer: String,
     pub listen: String,
     pub route: String,
+    // Operations (issue 10): who may use the endpoint (see `endpoint.rs`).
+    pub socket_mode: Option<SocketMode>,
+    pub socket_owner: Option<IdSpec>,
+    pub socket_group: Option<IdSpec>,
+    pub allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,8 +4,10 @@
 //! `NodeConfig::load` reads a file, resolves relative paths against the file's folder, checks
 //! every rule in `validate.rs` and that the certificate files exist. The file format is
 //! documented key by key in `docs/CONFIG.md`. This module is the only place that reads the
-//! environment (`RUST_LOG`, see [`NodeConfig::log_filter`]).
+//! node's settings from the environment (`RUST_LOG`, see [`NodeConfig::log_filter`]);
+//! `NOTIFY_SOCKET`, systemd's channel rather than a setting, is read by `crate::ops::notify`.
 
+mod endpoint;
 mod file;
 mod loops;
 mod summary;
@@ -21,6 +23,8 @@ use serde::Deserialize;
 use crate::addr::LocalAddr;
 use file::FileConfig;
 use units::DurationValue;
+
+pub use endpoint::{IdSpec, SocketAccess, SocketMode, DEFAULT_SOCKET_MODE};
 
 pub use validate::{
     validate_log_filter, validate_name, MAX_DURATION, MAX_STREAMS, MAX_WINDOW, MIN_DURATION,
@@ -66,6 +70,8 @@ pub struct NodeConfig {
     /// How long a stopping node (SIGTERM/SIGINT) keeps relaying what it accepted before it
     /// resets the links left.
     pub drain_timeout: Duration,
+    /// How log lines are written (`log_format`).
+    pub log_format: LogFormat,
     pub quic: QuicSettings,
     pub relay: RelaySettings,
     pub peers: Vec<PeerConfig>,
@@ -216,6 +222,29 @@ pub struct LinkConfig {
     pub peer: String,
     pub listen: LocalAddr,
     pub route: String,
+    /// Mode, owner and group of a Unix endpoint's socket file (refused on TCP endpoints).
+    pub socket: SocketAccess,
+    /// A TCP endpoint on an address other than loopback is refused unless this is set.
+    pub allow_remote: bool,
+}
+
+/// How log lines are written: `text` for people (the default), `json` (one object per line,
+/// fields as keys) for log collectors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// Where streams arriving for route `name` are delivered on this node.
@@ -252,14 +281,15 @@ impl NodeConfig {
     }
 
     /// Checks what the configuration names on this host, as `rlinkd check` and `rlinkd run`
-    /// both do: `quic.cert`, `quic.key` and `quic.ca` are readable files, the certificate names
-    /// this node and the key is its key, every Unix link endpoint can be created without
-    /// deleting anything but a stale socket, and no route reaches a link endpoint through a
-    /// symbolic link.
+    /// both do: `quic.cert`, `quic.key` and `quic.ca` are readable files, the certificate is
+    /// valid now, names this node and was issued by the CA, the key is its key and private,
+    /// every Unix link endpoint can be created without deleting anything but a stale socket and
+    /// its owner and group exist, and no route reaches a link endpoint through a symbolic link.
     pub fn check_files(&self) -> Result<(), ConfigError> {
         self.check_readable()?;
-        self.check_identity()?;
+        self.certificate_report()?;
         self.check_link_paths()?;
+        self.check_link_access()?;
         self.check_route_paths()
     }
 
@@ -290,37 +320,23 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// The certificate must name this node (its SAN DNS names, else its common name, as peers
-    /// check it), and the key must be its key: a node started with another node's certificate
-    /// would be refused by every peer, or worse, taken for that node.
-    fn check_identity(&self) -> Result<(), ConfigError> {
-        let cert = &self.quic.cert;
-        let names = crate::quic::tls::certificate_file_names(cert)
-            .map_err(|e| ConfigError::invalid("quic.cert", format!("{}: {e}", cert.display())))?;
-        if !names.contains(&self.node) {
-            return Err(ConfigError::invalid(
-                "quic.cert",
-                format!(
-                    "{} names {names:?}, not this node {:?} (`node`); use the certificate \
-                     `rlinkd cert` wrote for {:?}",
-                    cert.display(),
-                    self.node,
-                    self.node
-                ),
-            ));
+    /// The certificate, key and CA (`crate::cert::check`): a node started with another node's
+    /// certificate, a key that is not its key or a certificate the CA did not issue would be
+    /// refused by every peer, or worse, taken for another node. Returns what the certificate
+    /// says, with warnings (an expiry within 30 days) for `check` to print and `run` to log.
+    pub fn certificate_report(&self) -> Result<crate::cert::check::CertificateReport, ConfigError> {
+        crate::cert::check::check(&self.node, &self.quic)
+            .map_err(|e| ConfigError::invalid(e.key, e.message))
+    }
+
+    /// Owners and groups of Unix link endpoints must exist on this host (they are applied when
+    /// `run` binds).
+    fn check_link_access(&self) -> Result<(), ConfigError> {
+        for (i, l) in self.links.iter().enumerate() {
+            crate::ops::endpoint::resolve(&l.socket)
+                .map_err(|e| ConfigError::invalid(format!("links[{i}].{}", e.key), e.message))?;
         }
-        let key = &self.quic.key;
-        match crate::quic::tls::key_matches_certificate(key, cert) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ConfigError::invalid(
-                "quic.key",
-                format!("{} is not the key of {}", key.display(), cert.display()),
-            )),
-            Err(e) => Err(ConfigError::invalid(
-                "quic.key",
-                format!("{}: {e}", key.display()),
-            )),
-        }
+        Ok(())
     }
 
     /// Nothing but a stale socket may be at a Unix link endpoint, and its folder must exist
@@ -448,6 +464,12 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
                 peer: l.peer,
                 listen: local_addr(&format!("links[{i}].listen"), &l.listen, base)?,
                 route: l.route,
+                socket: SocketAccess {
+                    mode: l.socket_mode,
+                    owner: l.socket_owner,
+                    group: l.socket_group,
+                },
+                allow_remote: l.allow_remote.unwrap_or(false),
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -481,6 +503,7 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
             Some(d) => Some(d.0),
         },
         drain_timeout: dur(file.drain_timeout, DEFAULT_DRAIN_TIMEOUT),
+        log_format: file.log_format.unwrap_or_default(),
         quic,
         relay,
         peers,

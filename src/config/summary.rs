@@ -36,7 +36,24 @@ impl NodeConfig {
         }
         writeln!(s, "links ({}):", self.links.len())?;
         for l in &self.links {
-            writeln!(s, "  {} -> {}/{}", l.listen, l.peer, l.route)?;
+            write!(s, "  {} -> {}/{}", l.listen, l.peer, l.route)?;
+            match &l.listen {
+                crate::addr::LocalAddr::Unix(_) => {
+                    let or_process = |v: &Option<super::IdSpec>| {
+                        v.as_ref()
+                            .map_or("rlinkd's".to_string(), ToString::to_string)
+                    };
+                    writeln!(
+                        s,
+                        " (mode {:04o}, owner {}, group {})",
+                        l.socket.mode(),
+                        or_process(&l.socket.owner),
+                        or_process(&l.socket.group)
+                    )?;
+                }
+                crate::addr::LocalAddr::Tcp(_) if l.allow_remote => writeln!(s, " (allow_remote)")?,
+                crate::addr::LocalAddr::Tcp(_) => writeln!(s)?,
+            }
         }
         writeln!(s, "routes ({}):", self.routes.len())?;
         for r in &self.routes {
@@ -90,6 +107,11 @@ impl NodeConfig {
             Some(d) => format!("every {}", format_duration(d)),
             None => "off".to_string(),
         };
-        writeln!(s, "log: {}, stats {stats}", self.log_level)
+        writeln!(
+            s,
+            "log: {}, stats {stats}, format {}",
+            self.log_level,
+            self.log_format.name()
+        )
     }
 }

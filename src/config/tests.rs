@@ -5,6 +5,7 @@ node = "a"
 log_level = "info"
 stats_interval = "30s"
 drain_timeout = "10s"
+log_format = "text"
 
 [quic]
 listen = "127.0.0.1:4433"
@@ -40,6 +41,7 @@ connect = "127.0.0.1:4434"
 peer = "b"
 listen = "unix:/run/rlinkd/b.sock"
 route = "router"
+socket_mode = "0660"
 
 [[routes]]
 name = "router"
@@ -101,6 +103,7 @@ fn expected_example() -> NodeConfig {
         log_level: "info".into(),
         stats_interval: Some(Duration::from_secs(30)),
         drain_timeout: Duration::from_secs(10),
+        log_format: LogFormat::Text,
         quic: QuicSettings::new(
             "127.0.0.1:4433".parse().unwrap(),
             "/etc/rlinkd/a.pem".into(),
@@ -116,6 +119,12 @@ fn expected_example() -> NodeConfig {
             peer: "b".into(),
             listen: LocalAddr::Unix("/run/rlinkd/b.sock".into()),
             route: "router".into(),
+            socket: SocketAccess {
+                mode: Some(SocketMode(0o660)),
+                owner: None,
+                group: None,
+            },
+            allow_remote: false,
         }],
         routes: vec![RouteConfig {
             name: "router".into(),
@@ -166,6 +175,11 @@ fn every_default_value() {
     assert_eq!(c.drain_timeout, Duration::from_secs(10));
     assert_eq!(c.peers[0].connect, None);
     assert!(c.links.is_empty() && c.routes.is_empty());
+    assert_eq!(c.log_format, LogFormat::Text);
+    let l = with("[[links]]\npeer = \"b\"\nlisten = \"unix:b.sock\"\nroute = \"r\"\n").unwrap();
+    assert_eq!(l.links[0].socket, SocketAccess::default());
+    assert_eq!(l.links[0].socket.mode(), 0o660);
+    assert!(!l.links[0].allow_remote);
 }
 
 #[test]
@@ -385,9 +399,15 @@ fn routes_are_unique_and_do_not_loop_into_a_link() {
 #[test]
 fn routes_into_a_link_are_loops_however_spelled() {
     let case = |listen: &str, target: &str| {
+        // Links on every address are allowed to be remote here; this test is about loops.
+        let remote = if listen.starts_with("tcp:") {
+            "allow_remote = true\n"
+        } else {
+            ""
+        };
         with(&format!(
             "[[links]]\npeer = \"b\"\nlisten = \"tcp:127.0.0.1:1\"\nroute = \"r\"\n\
-             [[links]]\npeer = \"b\"\nlisten = \"{listen}\"\nroute = \"r\"\n\
+             [[links]]\npeer = \"b\"\nlisten = \"{listen}\"\nroute = \"r\"\n{remote}\
              [[routes]]\nname = \"ok\"\nconnect = \"tcp:127.0.0.1:2\"\n\
              [[routes]]\nname = \"r\"\nconnect = \"{target}\"\n"
         ))
@@ -900,4 +920,144 @@ fn shard_rules_name_their_key() {
     assert!(err_text(top_with("shards = -1")).contains("shards"));
     assert!(err_text(top_with("cpus = [\"0\"]")).contains("cpus"));
     assert!(err_text(top_with("cpu = [0]")).contains("unknown field `cpu`"));
+}
+
+// ---- Operations (issue 10): link endpoint access, log format, private keys ----
+
+fn link(listen: &str, extra: &str) -> Result<NodeConfig, ConfigError> {
+    with(&format!(
+        "[[links]]\npeer = \"b\"\nlisten = \"{listen}\"\nroute = \"r\"\n{extra}\n"
+    ))
+}
+
+#[test]
+fn socket_mode_owner_and_group_are_read_for_unix_endpoints() {
+    let c = link(
+        "unix:b.sock",
+        "socket_mode = \"0640\"\nsocket_owner = \"rlinkd\"\nsocket_group = 998",
+    )
+    .unwrap();
+    let s = &c.links[0].socket;
+    assert_eq!(s.mode(), 0o640);
+    assert_eq!(s.owner, Some(IdSpec("rlinkd".into())));
+    assert_eq!(s.group, Some(IdSpec("998".into())));
+    assert_eq!(
+        link("unix:b.sock", "socket_mode = 0o600").unwrap().links[0]
+            .socket
+            .mode(),
+        0o600
+    );
+    // A decimal 660 is 0o1224: refused, with the way to write it.
+    for bad in [
+        "socket_mode = 660",
+        "socket_mode = \"rw-rw----\"",
+        "socket_mode = -1",
+    ] {
+        let e = err_text(link("unix:b.sock", bad));
+        assert!(
+            e.contains("socket_mode") && e.contains("0660"),
+            "{bad}: {e}"
+        );
+    }
+    assert!(err_text(link("unix:b.sock", "socket_group = \"\"")).contains("socket_group"));
+}
+
+#[test]
+fn socket_settings_on_a_tcp_endpoint_are_refused_with_the_key_named() {
+    for key in [
+        "socket_mode = \"0600\"",
+        "socket_owner = \"root\"",
+        "socket_group = 0",
+    ] {
+        let name = key.split(' ').next().unwrap();
+        assert_invalid(
+            link("tcp:127.0.0.1:7000", key),
+            &format!("links[0].{name}"),
+            "only for unix: endpoints",
+        );
+    }
+    assert_invalid(
+        link("unix:b.sock", "allow_remote = true"),
+        "links[0].allow_remote",
+        "only for tcp: endpoints",
+    );
+}
+
+/// A link endpoint opens links to a peer router as this node: off loopback it needs a decision.
+#[test]
+fn a_tcp_endpoint_off_loopback_needs_allow_remote() {
+    for listen in ["tcp:0.0.0.0:7000", "tcp:[::]:7000", "tcp:192.0.2.1:7000"] {
+        assert_invalid(
+            link(listen, ""),
+            "links[0].listen",
+            "not a loopback address",
+        );
+        assert!(link(listen, "allow_remote = true").is_ok(), "{listen}");
+    }
+    for listen in ["tcp:127.0.0.1:7000", "tcp:[::1]:7000", "tcp:localhost:7000"] {
+        assert!(link(listen, "").is_ok(), "{listen}");
+    }
+}
+
+#[test]
+fn log_format_is_text_or_json() {
+    let top =
+        |line: &str| parse(&MINIMAL.replace("node = \"a\"\n", &format!("node = \"a\"\n{line}\n")));
+    assert_eq!(
+        top("log_format = \"json\"").unwrap().log_format,
+        LogFormat::Json
+    );
+    assert_eq!(
+        top("log_format = \"text\"").unwrap().log_format,
+        LogFormat::Text
+    );
+    let e = err_text(top("log_format = \"yaml\""));
+    assert!(e.contains("log_format") || e.contains("yaml"), "{e}");
+    assert!(parse(EXAMPLE).unwrap().summary().contains("format text"));
+}
+
+#[test]
+fn a_private_key_open_to_group_or_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(load_with(d, MINIMAL).is_ok());
+    let key = d.join("a.key");
+    for (mode, who) in [
+        (0o640, "its group"),
+        (0o604, "others"),
+        (0o660, "its group"),
+    ] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_invalid(load_with(d, MINIMAL), "quic.key", who);
+        let e = err_text(load_with(d, MINIMAL));
+        assert!(e.contains(&key.display().to_string()), "{e}");
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    assert!(load_with(d, MINIMAL).is_ok());
+}
+
+#[test]
+fn unknown_socket_owners_and_groups_are_refused_by_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (line, key) in [
+        (
+            "socket_owner = \"no-such-user-rlinkd\"",
+            "links[0].socket_owner",
+        ),
+        (
+            "socket_group = \"no-such-group-rlinkd\"",
+            "links[0].socket_group",
+        ),
+    ] {
+        let toml = format!(
+            "{MINIMAL}[[links]]\npeer = \"b\"\nlisten = \"unix:b.sock\"\nroute = \"r\"\n{line}\n"
+        );
+        assert_invalid(load_with(d, &toml), key, "no-such-");
+    }
+    let toml = format!(
+        "{MINIMAL}[[links]]\npeer = \"b\"\nlisten = \"unix:b.sock\"\nroute = \"r\"\nsocket_owner = \"root\"\nsocket_group = 0\n"
+    );
+    assert!(load_with(d, &toml).is_ok());
 }

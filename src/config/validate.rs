@@ -97,6 +97,7 @@ impl NodeConfig {
                 ));
             }
             name(&format!("links[{i}].route"), &l.route)?;
+            super::endpoint::validate_link(i, l)?;
             if let Some(first) = listens.insert(&l.listen, i) {
                 return Err(ConfigError::invalid(
                     format!("links[{i}].listen"),

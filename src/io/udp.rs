@@ -285,6 +285,10 @@ impl UdpSocket {
     }
 }
 
+/// Asks for [`SOCKET_BUFFER`] bytes of receive and send buffer (forced when the process may,
+/// i.e. has CAP_NET_ADMIN), reads back what the kernel granted, logs it, and warns when the
+/// kernel capped a buffer: without privileges it allows at most `net.core.rmem_max` /
+/// `net.core.wmem_max`, and a small receive buffer drops datagrams under load.
 fn set_buffer_sizes(socket: &Socket) {
     for (force, normal) in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
@@ -305,6 +309,30 @@ fn set_buffer_sizes(socket: &Socket) {
                 SOCKET_BUFFER as libc::c_int,
             )
             .ok();
+        }
+    }
+    // Linux reports twice the size it grants (the other half is its bookkeeping allowance).
+    let granted = |r: io::Result<usize>| r.map(|n| n / 2).unwrap_or(0);
+    let (recv, send) = (
+        granted(socket.recv_buffer_size()),
+        granted(socket.send_buffer_size()),
+    );
+    tracing::info!(
+        recv_buffer = recv,
+        send_buffer = send,
+        asked = SOCKET_BUFFER,
+        "UDP socket buffers"
+    );
+    for (what, got, sysctl) in [
+        ("receive", recv, "net.core.rmem_max"),
+        ("send", send, "net.core.wmem_max"),
+    ] {
+        if got < SOCKET_BUFFER {
+            tracing::warn!(
+                "UDP {what} buffer is {got} bytes, below the {SOCKET_BUFFER} asked: the kernel \
+                 caps it at {sysctl}; raise it (sysctl -w {sysctl}={SOCKET_BUFFER}) or datagrams \
+                 may be dropped under load"
+            );
         }
     }
 }

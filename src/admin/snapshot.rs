@@ -190,6 +190,6 @@ mod tests {
         assert_eq!(t.datagrams_dropped["unparsable"], 3);
         assert_eq!(t.datagrams_dropped["unknown_connection"], 5);
         assert_eq!(n.links_open(), 7);
-        assert_eq!(n.peers_up()["b"], true);
+        assert!(n.peers_up()["b"]);
     }
 }

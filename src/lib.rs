@@ -18,6 +18,7 @@
 //! routers and clients for the demo, tests and benchmarks.
 
 pub mod addr;
+pub mod admin;
 pub mod bench;
 pub mod cert;
 pub mod cluster;

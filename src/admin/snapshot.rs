@@ -1,0 +1,195 @@
+//! What the admin endpoint reports: plain data, taken from each shard on request (a scrape asks
+//! the shards; nothing is kept up to date on the hot path for it) and merged per node.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One shard's figures at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    pub peers: Vec<PeerSnapshot>,
+    pub endpoints: Vec<EndpointSnapshot>,
+    pub node: NodeCounters,
+}
+
+/// A configured peer as one shard sees it: the shard's connections to it and their totals.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerSnapshot {
+    pub name: String,
+    /// Established connections to the peer on this shard (normally 0 or 1).
+    pub connections: u64,
+    /// Smoothed RTT of the shard's active connection.
+    pub rtt: Option<Duration>,
+    /// Congestion window of the shard's active connection, bytes.
+    pub cwnd: Option<u64>,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    pub packets_retransmitted: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// Where links start: a link endpoint (`links[N]`, dialed by the local router) or a route (the
+/// local router this node connects streams from peers to).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    Link { index: usize, listen: String },
+    Route { name: String },
+}
+
+impl Endpoint {
+    /// (kind, name) label values.
+    pub fn labels(&self) -> (&'static str, String) {
+        match self {
+            Endpoint::Link { index, listen } => ("link", format!("links[{index}] {listen}")),
+            Endpoint::Route { name } => ("route", name.clone()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointSnapshot {
+    pub endpoint: Endpoint,
+    pub links_open: u64,
+    pub links_opened: u64,
+    /// Links closed, by the reason's short name (`clean`, `stalled`, `peer_lost`, ...).
+    pub links_closed: BTreeMap<&'static str, u64>,
+    /// Frames and bytes towards the router behind the route (or the peer, for a link endpoint:
+    /// what the local client sent) and back.
+    pub frames_out: u64,
+    pub frames_in: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+}
+
+impl EndpointSnapshot {
+    pub fn new(endpoint: Endpoint) -> EndpointSnapshot {
+        EndpointSnapshot {
+            endpoint,
+            links_open: 0,
+            links_opened: 0,
+            links_closed: BTreeMap::new(),
+            frames_out: 0,
+            frames_in: 0,
+            bytes_out: 0,
+            bytes_in: 0,
+        }
+    }
+}
+
+/// Node-wide counters of one shard.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeCounters {
+    pub datagrams_sent: u64,
+    pub send_calls: u64,
+    pub datagrams_received: u64,
+    pub receive_calls: u64,
+    /// Datagrams dropped, by reason (`unparsable`, `unknown_connection`, ...).
+    pub datagrams_dropped: BTreeMap<&'static str, u64>,
+    /// Datagrams that reached the wrong shard and were handed to their owner.
+    pub datagrams_handed_over: u64,
+    /// Incoming connections refused, by reason (`unknown_peer`, `duplicate_identity`, ...).
+    pub peers_refused: BTreeMap<&'static str, u64>,
+    /// Incoming handshakes that failed or timed out.
+    pub handshake_errors: u64,
+    /// Bytes of relay buffers this shard holds.
+    pub buffer_bytes: u64,
+}
+
+/// Figures of the whole node: every shard's snapshot, in shard order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeSnapshot {
+    pub node: String,
+    pub shards: Vec<ShardSnapshot>,
+    /// True once a drain (SIGTERM) started.
+    pub draining: bool,
+}
+
+impl NodeSnapshot {
+    /// Per-node sums of the shards' node counters.
+    pub fn totals(&self) -> NodeCounters {
+        let mut t = NodeCounters::default();
+        for s in &self.shards {
+            let n = &s.node;
+            t.datagrams_sent += n.datagrams_sent;
+            t.send_calls += n.send_calls;
+            t.datagrams_received += n.datagrams_received;
+            t.receive_calls += n.receive_calls;
+            t.datagrams_handed_over += n.datagrams_handed_over;
+            t.handshake_errors += n.handshake_errors;
+            t.buffer_bytes += n.buffer_bytes;
+            add_all(&mut t.datagrams_dropped, &n.datagrams_dropped);
+            add_all(&mut t.peers_refused, &n.peers_refused);
+        }
+        t
+    }
+
+    /// Links open on the node, all endpoints and shards.
+    pub fn links_open(&self) -> u64 {
+        self.shards
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .map(|e| e.links_open)
+            .sum()
+    }
+
+    /// Peers with at least one established connection on some shard.
+    pub fn peers_up(&self) -> BTreeMap<&str, bool> {
+        let mut up = BTreeMap::new();
+        for p in self.shards.iter().flat_map(|s| &s.peers) {
+            *up.entry(p.name.as_str()).or_insert(false) |= p.connections > 0;
+        }
+        up
+    }
+}
+
+fn add_all(into: &mut BTreeMap<&'static str, u64>, from: &BTreeMap<&'static str, u64>) {
+    for (k, v) in from {
+        *into.entry(k).or_insert(0) += v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_the_shards_and_peers_are_up_when_any_shard_holds_a_connection() {
+        let mut a = ShardSnapshot::default();
+        a.node.datagrams_sent = 3;
+        a.node.datagrams_dropped.insert("unparsable", 1);
+        a.peers.push(PeerSnapshot {
+            name: "b".into(),
+            connections: 0,
+            ..Default::default()
+        });
+        let mut b = ShardSnapshot {
+            shard: 1,
+            ..Default::default()
+        };
+        b.node.datagrams_sent = 4;
+        b.node.datagrams_dropped.insert("unparsable", 2);
+        b.node.datagrams_dropped.insert("unknown_connection", 5);
+        b.peers.push(PeerSnapshot {
+            name: "b".into(),
+            connections: 1,
+            ..Default::default()
+        });
+        let mut e = EndpointSnapshot::new(Endpoint::Route { name: "r".into() });
+        e.links_open = 7;
+        b.endpoints.push(e);
+        let n = NodeSnapshot {
+            node: "a".into(),
+            shards: vec![a, b],
+            draining: false,
+        };
+        let t = n.totals();
+        assert_eq!(t.datagrams_sent, 7);
+        assert_eq!(t.datagrams_dropped["unparsable"], 3);
+        assert_eq!(t.datagrams_dropped["unknown_connection"], 5);
+        assert_eq!(n.links_open(), 7);
+        assert!(n.peers_up()["b"]);
+    }
+}

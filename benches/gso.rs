@@ -124,10 +124,10 @@ impl Pair {
 
     /// Keeps the stream's send buffer full (untimed).
     fn refill(&mut self) {
-        let q = &mut self.a.conn_mut(self.conn_a).expect("conn").quic;
+        let mut q = self.a.stream(self.conn_a, self.sid).expect("conn");
         loop {
             let start = (self.sent % 251) as usize;
-            match q.stream_send(self.sid, &self.pattern[start..start + CHUNK], false) {
+            match q.send(&self.pattern[start..start + CHUNK], false) {
                 Ok(n) => {
                     self.sent += n as u64;
                     if n < CHUNK {
@@ -169,8 +169,8 @@ impl Pair {
         for mut d in self.in_flight.drain(..) {
             self.b.recv(&mut d, self.a_addr, now);
         }
-        let qb = &mut self.b.conn_mut(self.conn_b).expect("conn").quic;
-        while let Ok((n, _)) = qb.stream_recv(self.sid, &mut self.sink) {
+        let mut qb = self.b.stream(self.conn_b, self.sid).expect("conn");
+        while let Ok((n, _)) = qb.recv(&mut self.sink) {
             let at = self.received;
             // memcmp against the pattern: cheap enough to verify every byte in the timed loop.
             let start = (at % 251) as usize;

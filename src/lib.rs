@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Layout: [`rawsocket`] is the pure wire codec; [`quic`] the sans-I/O QUIC driver, stream
-//! preamble and TLS; [`io`] the sockets (UDP with GSO/GRO, local Unix/TCP); [`relay`] moves bytes
-//! between a local connection and a stream; [`node`] is the event loop that ties them together;
-//! [`shard`] places the thread-per-core engine's shards on CPUs;
+//! preamble and TLS; [`io`] the sockets (UDP with GSO/GRO, local Unix/TCP) and the seams to them;
+//! [`relay`] moves bytes between a local connection and a stream; [`shard`] holds the sans-I/O
+//! shard core that makes every decision, the mio backend that drives it, and the placement of
+//! shards on CPUs; [`node`] is what `rlinkd run` starts;
 //! [`config`] and [`cert`] are the user-facing set-up, [`ops`] what running as a service needs
 //! (systemd notifications, endpoint permissions); [`endpoints`] holds built-in RawSocket
 //! routers and clients for the demo, tests and benchmarks.

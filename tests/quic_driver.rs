@@ -214,14 +214,14 @@ fn stream_data_crosses_intact_through_loss_and_reordering() {
     let (mut sent, mut fin_sent, mut got, mut fin_got) = (0usize, false, Vec::new(), false);
     let mut buf = vec![0u8; 65_536];
     let ok = net.run_until(Duration::from_secs(60), |n| {
-        let qa = &mut n.a.driver.conn_mut(conn_a).unwrap().quic;
+        let mut qa = n.a.driver.stream(conn_a, sid).unwrap();
         if sent < up.len() {
-            sent += qa.stream_send(sid, &up[sent..], false).unwrap_or(0);
+            sent += qa.send(&up[sent..], false).unwrap_or(0);
         } else if !fin_sent {
-            fin_sent = qa.stream_send(sid, &[], true).is_ok();
+            fin_sent = qa.send(&[], true).is_ok();
         }
-        let qb = &mut n.b.driver.conn_mut(conn_b).unwrap().quic;
-        while let Ok((len, fin)) = qb.stream_recv(sid, &mut buf) {
+        let mut qb = n.b.driver.stream(conn_b, sid).unwrap();
+        while let Ok((len, fin)) = qb.recv(&mut buf) {
             got.extend_from_slice(&buf[..len]);
             fin_got |= fin;
         }
@@ -626,7 +626,7 @@ fn a_new_connection_replaces_one_whose_process_died() {
     assert!(
         b.driver
             .conn(first)
-            .is_none_or(|c| !c.is_established() || c.quic.local_error().is_some()),
+            .is_none_or(|c| !c.is_established() || !c.is_live()),
         "the dead connection was not closed"
     );
     assert!(closed_reason(&mesh.sides[2]).is_none());

@@ -1,10 +1,15 @@
 //! I/O backends. Everything that touches a socket lives here; the QUIC driver (`crate::quic`) and
 //! the relay's state machines never do.
 //!
-//! The seam is [`DatagramIo`]: receive a (possibly GRO-coalesced) buffer with its segment size,
-//! send a (possibly GSO) batch of equal-sized datagrams. The portable backend is [`udp::UdpSocket`]
-//! on mio; the io_uring engine implements the same trait. [`steer`] binds one socket per shard on
-//! the QUIC port and steers datagrams to their shard by connection ID.
+//! The seams:
+//! - [`DatagramIo`]: receive a (possibly GRO-coalesced) buffer with its segment size, send a
+//!   (possibly GSO) batch of equal-sized datagrams. The portable backend is [`udp::UdpSocket`]
+//!   on mio; the io_uring engine implements the same trait. [`steer`] binds one socket per shard
+//!   on the QUIC port and steers datagrams to their shard by connection ID.
+//! - [`LocalConn`] and [`LocalIo`]: the local RawSocket connections (routers, rlink clients) as
+//!   the shard core (`crate::shard::core`) sees them. The core decides; a backend owns the
+//!   descriptors and reports readiness. The mio backend implements them over
+//!   [`local::LocalStream`] and [`local::LocalListener`]; the in-memory tests over byte pipes.
 
 pub mod cmsg;
 pub mod local;
@@ -13,6 +18,8 @@ pub mod udp;
 
 use std::io;
 use std::net::SocketAddr;
+
+use crate::addr::LocalAddr;
 
 /// One receive: `len` bytes from `from`, made of datagrams of `segment_size` bytes each (the last
 /// may be shorter). Without GRO, `segment_size == len`.
@@ -85,4 +92,43 @@ pub struct SendError {
     pub errno: i32,
     /// ICMP or ICMPv6 "port unreachable": nothing listens at `to` any more.
     pub port_unreachable: bool,
+}
+
+/// A local connection, non-blocking: the relay reads and writes it while the backend says it may
+/// have news (`crate::shard::core::ShardCore::on_local_event`).
+pub trait LocalConn {
+    /// Reads into `buf`: `Ok(0)` at end of input, `Err(WouldBlock)` when nothing is there now.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes from `bytes`; `Err(WouldBlock)` when nothing fits now. BrokenPipe, ConnectionReset
+    /// and NotConnected mean the local end has closed its side.
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize>;
+    /// Ends the write side (the local end reads EOF after what was written).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+    /// After a writable event on a connection still connecting (a TCP route target): `Ok(true)`
+    /// when connected, `Ok(false)` when still in progress, `Err` when the connect failed.
+    fn finish_connect(&mut self) -> io::Result<bool>;
+}
+
+/// The local side of a backend, as the shard core drives it: link endpoints (listeners the
+/// backend owns, known by their index in the configuration's `links`), route connects, and which
+/// connections the backend must watch.
+///
+/// The core owns every accepted or connected [`LocalConn`] (in its link table) and says when it
+/// takes one on and when it lets it go, so a readiness backend (mio) registers and deregisters
+/// descriptors there, and a completion backend (io_uring) starts and cancels its operations.
+pub trait LocalIo {
+    type Conn: LocalConn;
+    /// Accepts one connection on link endpoint `endpoint`; `Err(WouldBlock)` when none waits.
+    /// EMFILE, ENFILE, ENOBUFS and ENOMEM mean "not now": the core tries again on a timer.
+    fn accept(&mut self, endpoint: usize) -> io::Result<Self::Conn>;
+    /// Starts a non-blocking connect to a route's target. A Unix target with a full accept
+    /// backlog answers `Err(WouldBlock)`: the core tries again until `connect_timeout`.
+    fn connect(&mut self, target: &LocalAddr) -> io::Result<Self::Conn>;
+    /// The core keeps `conn` as link `link`: report its readiness for that link from now on.
+    /// An error refuses the link.
+    fn watch(&mut self, conn: &mut Self::Conn, link: usize) -> io::Result<()>;
+    /// The core is about to drop `conn`: report nothing more about it.
+    fn unwatch(&mut self, conn: &mut Self::Conn);
+    /// The node is stopping: close every link endpoint (Unix socket files go with them).
+    fn close_endpoints(&mut self);
 }

@@ -7,7 +7,8 @@
 //!    size), [`QuicDriver::on_timeout`] when [`QuicDriver::timeout`] has passed;
 //! 2. events: [`QuicDriver::poll_event`] until `None` (connections established, refused, closed);
 //! 3. commands: [`QuicDriver::connect`], [`QuicDriver::open_stream`], stream I/O through
-//!    [`QuicDriver::conn_mut`], [`QuicDriver::close`];
+//!    [`QuicDriver::stream`] (a [`StreamRef`]) and [`Conn::next_readable_stream`] /
+//!    [`Conn::next_writable_stream`], [`QuicDriver::reset_stream`], [`QuicDriver::close`];
 //! 4. output: [`QuicDriver::poll_stateless`] until `None` (Retry packets, which belong to no
 //!    connection), [`QuicDriver::poll_transmit`] per connection until `None`, then sleep until
 //!    [`QuicDriver::timeout`] or the next input.
@@ -29,7 +30,9 @@ use super::codes::{describe_close, ConnCode};
 use super::tls::certificate_names;
 
 mod duplicate;
+mod stream;
 use duplicate::Probe;
+pub use stream::StreamRef;
 
 /// A connection's handle; never reused within a process.
 pub type ConnId = u64;
@@ -73,7 +76,8 @@ pub enum Direction {
 
 /// One QUIC connection to a peer node.
 pub struct Conn {
-    pub quic: quiche::Connection,
+    /// Private: every quiche call goes through the driver (streams through [`StreamRef`]).
+    quic: quiche::Connection,
     pub peer_addr: SocketAddr,
     pub direction: Direction,
     /// The configured peer: known when dialing, learnt from the certificate when accepting.
@@ -98,7 +102,7 @@ impl Conn {
     }
 
     /// Not closing, closed or draining.
-    fn is_live(&self) -> bool {
+    pub fn is_live(&self) -> bool {
         !self.quic.is_closed() && !self.quic.is_draining() && self.quic.local_error().is_none()
     }
 }
@@ -212,6 +216,12 @@ impl QuicDriver {
 
     pub fn conn_ids(&self) -> Vec<ConnId> {
         self.conns.keys().copied().collect()
+    }
+
+    /// [`QuicDriver::conn_ids`] into a vector the caller keeps (no allocation per call).
+    pub fn conn_ids_into(&self, out: &mut Vec<ConnId>) {
+        out.clear();
+        out.extend(self.conns.keys().copied());
     }
 
     pub fn poll_event(&mut self) -> Option<DriverEvent> {

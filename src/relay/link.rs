@@ -1,12 +1,12 @@
 //! A relayed rlink: a local socket (a router or an rlink client on this host) and the QUIC stream
 //! that carries it to the peer node.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Instant;
 
 use super::pipe::{Fill, Handshake, Opening, Pipe, PipeError};
-use crate::io::local::LocalStream;
-use crate::quic::driver::ConnId;
+use crate::io::LocalConn;
+use crate::quic::driver::{ConnId, StreamRef};
 use crate::rawsocket::{realm_from_hello, HandshakeError, RouterReply, Serializer};
 
 /// Which end of the rlink this node is.
@@ -51,15 +51,11 @@ pub enum LinkEnd {
     Quic(quiche::Error),
 }
 
-/// The quiche stream a link is carried on, borrowed for one pump.
-pub struct StreamRef<'a> {
-    pub quic: &'a mut quiche::Connection,
-    pub id: u64,
-}
-
-pub struct Link {
+/// `S` is the local connection: a socket of the mio backend, an in-memory pipe in tests (see
+/// [`LocalConn`]). Generic rather than a trait object: `pump` is the hot path.
+pub struct Link<S> {
     pub role: Role,
-    pub sock: LocalStream,
+    pub sock: S,
     /// Connection and stream, once the stream is open.
     pub stream: Option<(ConnId, u64)>,
     /// Local -> stream.
@@ -91,7 +87,7 @@ pub struct Link {
     /// Bytes dropped that way (logged at the link's end).
     pub discarded: u64,
     /// Since when the bytes for the local socket have filled the relay buffer, so the rest stays
-    /// unread in quiche and holds connection credit (see `node/stall.rs`).
+    /// unread in quiche and holds connection credit (see `shard/core/stall.rs`).
     holding_since: Option<Instant>,
     /// A STOP_SENDING to send on the stream (this side will read no more of it), and whether it
     /// has been sent.
@@ -125,8 +121,8 @@ pub struct LinkCounters {
     pub to_client_bytes: u64,
 }
 
-impl Link {
-    pub fn new(role: Role, sock: LocalStream, buffer: usize, max_frame: u32, now: Instant) -> Link {
+impl<S: LocalConn> Link<S> {
+    pub fn new(role: Role, sock: S, buffer: usize, max_frame: u32, now: Instant) -> Link<S> {
         let (from_local, to_local) = match role {
             Role::Dialer { .. } => (Opening::ClientRequest, Opening::RouterReply),
             Role::Acceptor { .. } => (Opening::RouterReply, Opening::ClientRequest),
@@ -314,7 +310,7 @@ impl Link {
             // writable only if it had no send capacity before, so an idle link that had credit
             // would never hear of it (tried; links_lifecycle's silent-router test caught it).
             if !self.fin_sent {
-                match s.quic.stream_capacity(s.id) {
+                match s.capacity() {
                     Err(quiche::Error::StreamStopped(code)) => self.end_send_half(Some(code)),
                     Err(quiche::Error::InvalidStreamState(_)) => self.end_send_half(None),
                     _ => {}
@@ -401,9 +397,7 @@ impl Link {
             // Stream -> local.
             if let (Some(code), false) = (self.stop_reading_stream, self.stream_read_stopped) {
                 // STOP_SENDING: the peer stops, and the unread bytes' credit comes back.
-                s.quic
-                    .stream_shutdown(s.id, quiche::Shutdown::Read, code)
-                    .ok();
+                s.shutdown(quiche::Shutdown::Read, code).ok();
                 self.stream_read_stopped = true;
                 self.wrote_stream = true;
             }
@@ -531,11 +525,11 @@ enum SendEnd {
 
 /// Queues bytes (or the FIN) on the stream; `Ok(0)` when flow control allows nothing now.
 fn stream_write(s: &mut StreamRef<'_>, bytes: &[u8], fin: bool) -> Result<usize, SendEnd> {
-    match s.quic.stream_send(s.id, bytes, fin) {
+    match s.send(bytes, fin) {
         Ok(n) => Ok(n),
         // `Done` means "no capacity now" on a live stream, but also "no such stream" on one
         // quiche has collected (both halves ended by the peer): tell them apart.
-        Err(quiche::Error::Done) => match s.quic.stream_capacity(s.id) {
+        Err(quiche::Error::Done) => match s.capacity() {
             Err(quiche::Error::StreamStopped(code)) => Err(SendEnd::Stopped(Some(code))),
             Err(quiche::Error::InvalidStreamState(_)) => Err(SendEnd::Stopped(None)),
             _ => Ok(0),
@@ -546,7 +540,7 @@ fn stream_write(s: &mut StreamRef<'_>, bytes: &[u8], fin: bool) -> Result<usize,
 }
 
 fn stream_recv(s: &mut StreamRef<'_>, buf: &mut [u8]) -> Result<Fill, LinkEnd> {
-    match s.quic.stream_recv(s.id, buf) {
+    match s.recv(buf) {
         Ok((n, true)) => Ok(Fill::Last(n)),
         Ok((n, false)) => Ok(Fill::Data(n)),
         Err(quiche::Error::Done) => Ok(Fill::Blocked),
@@ -564,7 +558,7 @@ fn is_gone(e: &io::Error) -> bool {
     )
 }
 
-fn read_local(sock: &mut LocalStream, buf: &mut [u8]) -> io::Result<Fill> {
+fn read_local<S: LocalConn>(sock: &mut S, buf: &mut [u8]) -> io::Result<Fill> {
     loop {
         return match sock.read(buf) {
             Ok(0) => Ok(Fill::End),
@@ -576,7 +570,7 @@ fn read_local(sock: &mut LocalStream, buf: &mut [u8]) -> io::Result<Fill> {
     }
 }
 
-fn write_local(sock: &mut LocalStream, bytes: &[u8]) -> io::Result<usize> {
+fn write_local<S: LocalConn>(sock: &mut S, bytes: &[u8]) -> io::Result<usize> {
     loop {
         return match sock.write(bytes) {
             Ok(n) => Ok(n),

@@ -1,4 +1,8 @@
-//! The thread-per-core engine's pieces: [`placement`] decides which CPU each shard runs on and
-//! pins its thread.
+//! Shards: the per-core engine. [`core`] holds every decision of a shard and does no I/O (it is
+//! driven by events and the time); [`mio_loop`] is the portable backend that owns the sockets
+//! and drives it; [`placement`] decides which CPU each shard runs on and pins its thread. See
+//! docs/ARCHITECTURE.md for the layers and the call order.
 
+pub mod core;
+pub mod mio_loop;
 pub mod placement;

@@ -2,6 +2,7 @@
 //! or `drain_timeout` ends them; SIGHUP and SIGUSR1 never stop it. See docs/PROTOCOL.md, "Drain".
 
 use super::*;
+use crate::quic::codes::{ConnCode, StreamCode};
 
 /// A stopping node's phase.
 #[derive(Clone, Copy, Debug)]
@@ -12,60 +13,62 @@ pub(super) enum Stopping {
     Closing { deadline: Instant },
 }
 
-impl Node {
-    pub(super) fn on_signal(&mut self) {
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for sig in pending {
-            match sig {
-                SIGHUP => tracing::warn!(
-                    signal = "SIGHUP",
-                    "reload is not supported yet: the configuration in force is unchanged"
-                ),
-                SIGUSR1 => self.log_stats(),
-                _ => self.on_stop_signal(Instant::now()),
-            }
-        }
-    }
-
-    /// SIGTERM or SIGINT. The first one drains: no new links, every link delivers what this node
-    /// has read from either side, ends cleanly, and the node stops within `drain_timeout`. A
-    /// second one stops at once.
-    pub(super) fn on_stop_signal(&mut self, now: Instant) {
+impl<L: LocalIo> ShardCore<L> {
+    /// SIGTERM or SIGINT. The first one drains ([`ShardCore::begin_drain`]); a second one stops
+    /// at once ([`ShardCore::stop_now`]).
+    pub fn stop(&mut self, now: Instant) {
         match self.stopping {
-            None => {
-                let deadline = now + self.cfg.drain_timeout;
-                tracing::info!(
-                    node = %self.cfg.node,
-                    links = self.links.len(),
-                    "draining: no new links; open links deliver what was accepted (at most {:?}, a second signal stops at once)",
-                    self.cfg.drain_timeout
-                );
-                self.stopping = Some(Stopping::Draining { deadline });
-                self.begin_drain();
-            }
-            Some(Stopping::Draining { .. }) => {
-                tracing::info!(node = %self.cfg.node, "second signal: stopping now");
-                self.close_all(now, "node stopping (second signal)");
-            }
+            None => self.begin_drain(now),
+            Some(Stopping::Draining { .. }) => self.stop_now(now),
             Some(Stopping::Closing { .. }) => {}
         }
     }
 
-    pub(super) fn begin_drain(&mut self) {
-        for (mut l, i) in self.listeners.drain(..) {
-            self.poll.registry().deregister(&mut l).ok();
-            if let LocalAddr::Unix(path) = &self.cfg.links[i].listen {
-                std::fs::remove_file(path).ok();
-            }
+    /// Drains: no new links, every link delivers what this node has read from either side,
+    /// ends cleanly, and the shard stops within `drain_timeout`.
+    pub fn begin_drain(&mut self, now: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let deadline = now + self.cfg.drain_timeout;
+        tracing::info!(
+            node = %self.cfg.node,
+            links = self.links.len(),
+            "draining: no new links; open links deliver what was accepted (at most {:?}, a second signal stops at once)",
+            self.cfg.drain_timeout
+        );
+        self.stopping = Some(Stopping::Draining { deadline });
+        self.drain_links();
+    }
+
+    /// Stops at once: resets every link and closes every connection (a second stop signal, or a
+    /// stop without a drain).
+    pub fn stop_now(&mut self, now: Instant) {
+        if matches!(self.stopping, Some(Stopping::Closing { .. })) {
+            return;
+        }
+        if self.stopping.is_some() {
+            tracing::info!(node = %self.cfg.node, "second signal: stopping now");
+            self.close_all(now, "node stopping (second signal)");
+        } else {
+            tracing::info!(node = %self.cfg.node, "stopping now");
+            self.close_all(now, "node stopping");
+        }
+    }
+
+    /// Closes the endpoints, stops redialing, refuses the streams waiting for a route connect,
+    /// closes the links that have no stream yet and marks the others draining.
+    fn drain_links(&mut self) {
+        if std::mem::take(&mut self.endpoints_open) {
+            // Listeners close and their socket files go (the backend's job).
+            self.io.close_endpoints();
         }
         for p in &mut self.peers {
             p.redial_at = None;
         }
         for ((cid, sid), p) in std::mem::take(&mut self.pending_routes) {
             tracing::info!(peer = %p.peer, route = %p.route, "link refused: node stopping");
-            if let Some(c) = self.driver.conn_mut(cid) {
-                reset_stream(c, sid, StreamCode::Shutdown);
-            }
+            self.driver.reset_stream(cid, sid, StreamCode::Shutdown);
         }
         let keys: Vec<usize> = self.links.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -121,9 +124,9 @@ impl Node {
             self.driver.close(cid, ConnCode::Shutdown, "node stopping");
         }
         if self.stopping.is_none() {
-            // Stopped without a drain (not reachable from signals today, but keep the listeners'
-            // clean-up in one place).
-            self.begin_drain();
+            // Stopped without a drain ([`ShardCore::stop_now`] first): keep the endpoints'
+            // clean-up in one place.
+            self.drain_links();
         }
         self.stopping = Some(Stopping::Closing {
             deadline: now + SHUTDOWN_GRACE,
@@ -134,12 +137,7 @@ impl Node {
     /// stream once both halves are complete, and then no longer knows its ID.
     pub(super) fn prune_finished_streams(&mut self) {
         let driver = &mut self.driver;
-        self.finished_streams.retain(|(cid, sid)| {
-            // Ok: the stream still exists. An error means collected (InvalidStreamState) or
-            // stopped by the peer: nothing left to deliver either way.
-            driver
-                .conn_mut(*cid)
-                .is_some_and(|c| !c.quic.is_closed() && c.quic.stream_capacity(*sid).is_ok())
-        });
+        self.finished_streams
+            .retain(|(cid, sid)| driver.stream_in_use(*cid, *sid));
     }
 }

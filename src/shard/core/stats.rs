@@ -1,7 +1,7 @@
 //! The periodic stats line of `rlinkd run`.
 
-use super::Node;
-use crate::io::DatagramIo;
+use super::{LocalIo, ShardCore};
+use crate::io::DatagramStats;
 
 /// Links listed one per line under the summary; the rest are counted.
 const LINKS_LISTED: usize = 20;
@@ -20,9 +20,8 @@ pub struct NodeStats {
     pub links_stalled: u64,
 }
 
-pub(super) fn log(node: &Node) {
+pub(super) fn log<L: LocalIo>(node: &ShardCore<L>, io: &DatagramStats) {
     let up = node.peers.iter().filter(|p| p.active().is_some()).count();
-    let io = node.udp.stats();
     let d = node.driver.stats();
     let per = |n: u64, calls: u64| {
         if calls == 0 {

@@ -2,8 +2,12 @@
 //! the stall rules that reset links holding the connection's credit (see `stall.rs`).
 
 use super::*;
+use crate::logsafe::escaped;
+use crate::quic::codes::StreamCode;
+use crate::relay::link::Role;
+use stall::StallVerdict;
 
-fn log_link_end(link: &Link, why: &str, failed: bool) {
+fn log_link_end<S: LocalConn>(link: &Link<S>, why: &str, failed: bool) {
     let c = link.counters();
     // The realm is the client's (from its HELLO): escaped, so it cannot forge a log line.
     let realm = link
@@ -38,7 +42,7 @@ fn log_link_end(link: &Link, why: &str, failed: bool) {
     }
 }
 
-impl Node {
+impl<L: LocalIo> ShardCore<L> {
     /// Bytes a link holds on their way to its local socket: its relay buffer and what is still
     /// unread in quiche.
     pub(super) fn held_bytes(&self, key: usize) -> u64 {
@@ -47,12 +51,7 @@ impl Node {
         };
         let unread = link
             .stream
-            .and_then(|(cid, sid)| {
-                self.driver
-                    .conn(cid)
-                    .map(|c| c.quic.stream_readable_len(sid, usize::MAX))
-            })
-            .unwrap_or(0);
+            .map_or(0, |(cid, sid)| self.driver.stream_readable_len(cid, sid));
         (link.buffered_to_local() + unread) as u64
     }
 
@@ -87,10 +86,10 @@ impl Node {
         }
     }
 
-    pub(super) fn remove_link(&mut self, key: usize) -> Option<Link> {
+    pub(super) fn remove_link(&mut self, key: usize) -> Option<Link<L::Conn>> {
         let mut link = self.links.try_remove(key)?;
         self.stalls.remove(key);
-        self.poll.registry().deregister(&mut link.sock).ok();
+        self.io.unwatch(&mut link.sock);
         if let Some(s) = link.stream {
             self.by_stream.remove(&s);
         }
@@ -127,9 +126,7 @@ impl Node {
         self.stats.links_closed += 1;
         self.stats.links_failed += 1;
         if let Some((cid, sid)) = link.stream {
-            if let Some(c) = self.driver.conn_mut(cid) {
-                reset_stream(c, sid, code);
-            }
+            self.driver.reset_stream(cid, sid, code);
             self.driver.note_data_queued(cid);
         }
         log_link_end(&link, why, true);

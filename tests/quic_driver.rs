@@ -1,11 +1,15 @@
-//! The sans-I/O QUIC driver in memory: two drivers joined by a seeded lossy, reordering network,
-//! no sockets. quiche reads the wall clock itself, so time is real; loss and reordering are
-//! deterministic for a seed.
+//! The sans-I/O QUIC driver in memory: two drivers joined by a seeded lossy, reordering network
+//! (`tests/common/lossy.rs`, shared with `shard_core.rs`), no sockets. quiche reads the wall
+//! clock itself, so time is real; loss and reordering are deterministic for a seed.
+
+#[path = "common/lossy.rs"]
+mod lossy;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lossy::LossyWire;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rlinkd::config::QuicSettings;
@@ -20,11 +24,7 @@ struct Side {
 struct Net {
     a: Side,
     b: Side,
-    rng: StdRng,
-    loss: f64,
-    in_flight: Vec<(bool, Vec<u8>)>, // (to_b, datagram)
-    delivered: u64,
-    dropped: u64,
+    wire: LossyWire,
 }
 
 fn settings(dir: &Path, node: &str, addr: SocketAddr) -> QuicSettings {
@@ -65,11 +65,7 @@ impl Net {
                 addr: b_addr,
                 events: vec![],
             },
-            rng: StdRng::seed_from_u64(seed),
-            loss: 0.0,
-            in_flight: vec![],
-            delivered: 0,
-            dropped: 0,
+            wire: LossyWire::new(seed),
         }
     }
 
@@ -77,36 +73,26 @@ impl Net {
     fn step(&mut self) {
         let now = Instant::now();
         let mut buf = vec![0u8; 65_536];
-        for (to_b, side) in [(true, &mut self.a), (false, &mut self.b)] {
+        for side in [&mut self.a, &mut self.b] {
             while let Some(batch) = side.driver.poll_stateless(&mut buf) {
-                self.in_flight.push((to_b, buf[..batch.len].to_vec()));
+                self.wire
+                    .send(side.addr, batch.to, &buf[..batch.len], batch.len);
             }
             for cid in side.driver.conn_ids() {
                 while let Some(batch) = side.driver.poll_transmit(cid, &mut buf, 16, now) {
-                    for d in buf[..batch.len].chunks(batch.segment_size) {
-                        self.in_flight.push((to_b, d.to_vec()));
-                    }
+                    self.wire
+                        .send(side.addr, batch.to, &buf[..batch.len], batch.segment_size);
                 }
             }
         }
-        // Reorder: shuffle a little by swapping random neighbours.
-        for i in 1..self.in_flight.len() {
-            if self.rng.gen_bool(0.2) {
-                self.in_flight.swap(i - 1, i);
-            }
-        }
-        for (to_b, mut d) in std::mem::take(&mut self.in_flight) {
-            if self.rng.gen_bool(self.loss) {
-                self.dropped += 1;
-                continue;
-            }
-            self.delivered += 1;
-            let (dst, from) = if to_b {
-                (&mut self.b, self.a.addr)
+        // Reordered and thinned by the wire.
+        for mut d in self.wire.take() {
+            let dst = if d.to == self.b.addr {
+                &mut self.b
             } else {
-                (&mut self.a, self.b.addr)
+                &mut self.a
             };
-            dst.driver.recv(&mut d, from, now);
+            dst.driver.recv(&mut d.bytes, d.from, now);
         }
         for side in [&mut self.a, &mut self.b] {
             if side.driver.timeout().is_some_and(|t| t <= Instant::now()) {
@@ -126,7 +112,7 @@ impl Net {
             if done(self) {
                 return true;
             }
-            if self.in_flight.is_empty() {
+            if self.wire.is_empty() {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -205,7 +191,7 @@ fn stream_data_crosses_intact_through_loss_and_reordering() {
             .is_some())
     );
     let conn_b = Net::established(&net.b).unwrap().0;
-    net.loss = 0.03;
+    net.wire.loss = 0.03;
 
     let up: Vec<u8> = (0..3 << 20)
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -235,7 +221,7 @@ fn stream_data_crosses_intact_through_loss_and_reordering() {
     );
     assert!(got == up, "bytes differ");
     assert!(
-        net.dropped > 0,
+        net.wire.dropped > 0,
         "the network dropped nothing; the test proves nothing"
     );
 }

@@ -26,12 +26,14 @@ use quiche::ConnectionId;
 use rand::RngCore;
 
 use super::admission::Admission;
-use super::codes::{describe_close, ConnCode};
-use super::tls::certificate_names;
+use super::codes::ConnCode;
 
 mod duplicate;
+mod identity;
+mod incoming;
 mod stream;
 use duplicate::Probe;
+use identity::{close_reason, verify_identity};
 pub use stream::StreamRef;
 
 /// A connection's handle; never reused within a process.
@@ -283,91 +285,6 @@ impl QuicDriver {
         self.check_probes(now);
         self.admission.log_summary(&self.stats, now);
         Some(id)
-    }
-
-    /// An Initial for no known connection: answered with a Retry unless it brings a valid token;
-    /// with one, a new connection if the handshake limits allow.
-    fn accept(
-        &mut self,
-        hdr: &quiche::Header<'_>,
-        datagram: &mut [u8],
-        from: SocketAddr,
-        now: Instant,
-    ) -> Option<ConnId> {
-        if hdr.ty != quiche::Type::Initial {
-            self.stats.unknown_connection += 1;
-            return None;
-        }
-        if !quiche::version_is_supported(hdr.version) {
-            // Not answered with a Version Negotiation packet: rlinkd nodes speak one version, so
-            // a node of another one is misconfigured, and the count in the stats says so.
-            self.stats.version_negotiations += 1;
-            return None;
-        }
-        if datagram.len() < 1200 {
-            self.stats.unparsable += 1;
-            return None;
-        }
-        let token = hdr.token.as_deref().unwrap_or_default();
-        if token.is_empty() {
-            self.send_retry(hdr, from, now);
-            return None;
-        }
-        let odcid = match self.admission.validate(token, from, &hdr.dcid, now) {
-            Ok(odcid) => odcid,
-            Err(e) => {
-                self.stats.invalid_tokens += 1;
-                self.admission.note_failure(from, e.to_string());
-                return None;
-            }
-        };
-        if let Err(limit) = self.admission.admit(from) {
-            self.stats.handshakes_refused += 1;
-            self.admission
-                .note_failure(from, format!("{limit:?} handshake limit reached"));
-            return None;
-        }
-        self.admission.consume(&hdr.dcid, now);
-        // The client's DCID is the Retry's source connection ID: one this node issued, bound to
-        // the token's tag, so it is safe to use as the connection's own ID.
-        let scid = hdr.dcid.clone().into_owned();
-        let quic =
-            match quiche::accept(&scid, Some(&odcid), self.local_addr, from, &mut self.config) {
-                Ok(q) => q,
-                Err(e) => {
-                    self.admission.release(from);
-                    tracing::debug!(%from, error = %e, "cannot accept connection");
-                    return None;
-                }
-            };
-        Some(self.insert(quic, from, Direction::Incoming, None, vec![scid], now))
-    }
-
-    fn send_retry(&mut self, hdr: &quiche::Header<'_>, from: SocketAddr, now: Instant) {
-        if self.stateless.len() >= MAX_STATELESS {
-            self.stats.handshakes_refused += 1;
-            return;
-        }
-        let new_scid = random_cid();
-        let Some(token) = self.admission.mint(from, &hdr.dcid, &new_scid, now) else {
-            self.stats.unparsable += 1;
-            return;
-        };
-        let mut out = [0u8; 512];
-        match quiche::retry(
-            &hdr.scid,
-            &hdr.dcid,
-            &new_scid,
-            &token,
-            hdr.version,
-            &mut out,
-        ) {
-            Ok(n) => {
-                self.stats.retries_sent += 1;
-                self.stateless.push_back((out[..n].to_vec(), from));
-            }
-            Err(e) => tracing::debug!(%from, error = %e, "cannot write a Retry"),
-        }
     }
 
     /// Writes the next packet that belongs to no connection (a Retry) into `out`.
@@ -706,47 +623,6 @@ impl QuicDriver {
             self.admission.release(c.peer_addr);
         }
         Some(c)
-    }
-}
-
-fn verify_identity(c: &Conn, allowed: &HashSet<String>) -> Result<String, String> {
-    let Some(der) = c.quic.peer_cert() else {
-        return Err("no certificate presented".to_string());
-    };
-    let names = certificate_names(der);
-    match (&c.peer, c.direction) {
-        (Some(expected), Direction::Outgoing) => {
-            if names.iter().any(|n| n == expected) {
-                Ok(expected.clone())
-            } else {
-                Err(format!(
-                    "dialed peer {expected:?} but its certificate names {names:?}"
-                ))
-            }
-        }
-        _ => names
-            .iter()
-            .find(|n| allowed.contains(*n))
-            .cloned()
-            .ok_or_else(|| {
-                format!("certificate names {names:?}, none of which is a configured peer")
-            }),
-    }
-}
-
-fn close_reason(c: &Conn) -> String {
-    if let Some(e) = c.quic.peer_error() {
-        format!("closed by peer: {}", describe_close(e))
-    } else if let Some(e) = c.quic.local_error() {
-        format!("closed here: {}", describe_close(e))
-    } else if c.quic.is_timed_out() {
-        if c.is_established() {
-            "idle timeout: no packets from the peer".to_string()
-        } else {
-            "handshake timed out: no answer from the peer".to_string()
-        }
-    } else {
-        "closed".to_string()
     }
 }
 

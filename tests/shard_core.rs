@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use lossy::LossyWire;
 use rlinkd::addr::LocalAddr;
 use rlinkd::config::NodeConfig;
-use rlinkd::io::{DatagramStats, LocalConn, LocalIo};
+use rlinkd::io::{LocalConn, LocalIo};
 use rlinkd::shard::core::{LocalEvent, ShardCore};
 
 // ---------------------------------------------------------------------------------------------
@@ -391,7 +391,7 @@ impl World {
         };
         let addr: SocketAddr = addr.parse().unwrap();
         let now = self.now();
-        let mut core = ShardCore::new(cfg, addr, io, now).expect("core");
+        let mut core = ShardCore::new(cfg, addr, io).expect("core");
         core.start(now);
         self.nodes.push(Node {
             core,
@@ -445,7 +445,7 @@ impl World {
                 self.wire
                     .send(node.addr, b.to, &self.buf[..b.len], b.segment_size);
             }
-            node.stopped = node.core.after_transmit(now, &DatagramStats::default());
+            node.stopped = node.core.after_transmit(now);
         }
         for mut d in self.wire.take() {
             let to = self

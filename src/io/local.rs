@@ -193,6 +193,44 @@ impl Drop for LocalListener {
     }
 }
 
+/// A link endpoint's listeners for `shards` shards, `[i]` for shard `i`. TCP: one listener per
+/// shard on the same port (SO_REUSEPORT; the kernel spreads connections by hash), the first
+/// taking the port when the address says 0. Unix: one listener, shard 0's, which hands
+/// connections to the shards in turn (a Unix socket has no reuseport group).
+pub fn bind_for_shards(addr: &LocalAddr, shards: usize) -> io::Result<Vec<Option<LocalListener>>> {
+    let LocalAddr::Tcp(tcp) = addr else {
+        let mut v: Vec<Option<LocalListener>> = (0..shards).map(|_| None).collect();
+        v[0] = Some(LocalListener::bind(addr)?);
+        return Ok(v);
+    };
+    if shards == 1 {
+        return Ok(vec![Some(LocalListener::bind(addr)?)]);
+    }
+    if tcp.port() != 0 {
+        // A plain bind fails on a port anyone listens on; without this check a second rlinkd
+        // with the same config would join the group (same user) and take connections.
+        drop(TcpListener::bind(*tcp)?);
+    }
+    let mut at = *tcp;
+    let mut out = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(at),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(1024)?;
+        socket.set_nonblocking(true)?;
+        let l = TcpListener::from_std(socket.into());
+        at = l.local_addr()?;
+        out.push(Some(LocalListener::Tcp(l)));
+    }
+    Ok(out)
+}
+
 /// What is at a Unix socket path before rlinkd binds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SocketPath {

@@ -1,5 +1,6 @@
-//! A node as `rlinkd run` starts it: today one shard on the mio backend. The decisions live in
-//! [`crate::shard::core`], the sockets in [`crate::shard::mio_loop`].
+//! A node as `rlinkd run` starts it: one shard per CPU ([`crate::shard::runtime`]), each a
+//! mio loop ([`crate::shard::mio_loop`]) around the sans-I/O core ([`crate::shard::core`]).
 
 pub use crate::shard::core::Backoff;
-pub use crate::shard::mio_loop::{raise_fd_limit, MioShard as Node, NodeError};
+pub use crate::shard::mio_loop::{raise_fd_limit, NodeError};
+pub use crate::shard::runtime::Node;

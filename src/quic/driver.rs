@@ -23,7 +23,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use quiche::ConnectionId;
-use rand::RngCore;
+
+use super::cid::{cid_shard, DialCids};
 
 use super::admission::Admission;
 use super::codes::ConnCode;
@@ -103,6 +104,13 @@ impl Conn {
         self.state == State::Established
     }
 
+    /// The peer's shard, read from the connection ID it chose for its side
+    /// (`crate::quic::cid`). One peer's connections from (or to) different shards of it are
+    /// not duplicates of each other.
+    pub fn remote_shard(&self) -> u8 {
+        cid_shard(self.quic.destination_id().as_ref()).unwrap_or(0)
+    }
+
     /// Not closing, closed or draining.
     pub fn is_live(&self) -> bool {
         !self.quic.is_closed() && !self.quic.is_draining() && self.quic.local_error().is_none()
@@ -178,6 +186,9 @@ pub struct QuicDriver {
     /// Retry packets to send: (datagram, destination).
     stateless: VecDeque<(Vec<u8>, SocketAddr)>,
     probes: Vec<Probe>,
+    /// The shard this driver belongs to: every connection ID it issues carries it
+    /// (`crate::quic::cid`), so the steering program brings the packets back here.
+    shard: u8,
 }
 
 impl QuicDriver {
@@ -201,7 +212,18 @@ impl QuicDriver {
             admission: Admission::new(Instant::now()),
             stateless: VecDeque::new(),
             probes: Vec::new(),
+            shard: 0,
         }
+    }
+
+    /// The driver of shard `shard` (0 without shards): its connection IDs carry that shard.
+    pub fn with_shard(mut self, shard: u8) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    pub fn shard(&self) -> u8 {
+        self.shard
     }
 
     pub fn stats(&self) -> DriverStats {
@@ -237,8 +259,18 @@ impl QuicDriver {
         addr: SocketAddr,
         now: Instant,
     ) -> Result<ConnId, quiche::Error> {
-        let scid = random_cid();
-        let quic = quiche::connect(Some(peer), &scid, self.local_addr, addr, &mut self.config)?;
+        // Both IDs carry this shard: the peer's steering sends the Initial to its shard
+        // `shard mod n` (the same pairing whatever its shard count) and our packets come back here.
+        let cids = DialCids::new(self.shard);
+        let scid = cids.scid.to_connection_id();
+        let quic = quiche::connect_with_dcid(
+            Some(peer),
+            &scid,
+            &cids.dcid.to_connection_id(),
+            self.local_addr,
+            addr,
+            &mut self.config,
+        )?;
         let id = self.insert(
             quic,
             addr,
@@ -626,8 +658,3 @@ impl QuicDriver {
     }
 }
 
-fn random_cid() -> ConnectionId<'static> {
-    let mut b = [0u8; CID_LEN];
-    rand::thread_rng().fill_bytes(&mut b);
-    ConnectionId::from_vec(b.to_vec())
-}

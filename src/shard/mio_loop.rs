@@ -8,25 +8,27 @@
 //! [`ShardCore::service`]; send the core's batches (a batch the socket refuses with WouldBlock
 //! waits for the next writable turn); [`ShardCore::after_transmit`].
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Registry, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use signal_hook_mio::v1_0::Signals;
+use crossbeam_channel::{Receiver, Sender};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use super::core::{LocalEvent, ShardCore};
+use super::core::{LocalEvent, ShardCore, ShardReport};
 use crate::addr::LocalAddr;
 use crate::config::NodeConfig;
 use crate::io::local::{LocalListener, LocalStream};
 use crate::io::udp::{UdpSocket, MAX_GSO_BYTES};
 use crate::io::{DatagramIo, LocalConn, LocalIo, Transmit};
+use crate::quic::cid::{self, ShardCount};
 use crate::quic::driver::Batch;
 
 const UDP: Token = Token(0);
-const SIGNALS: Token = Token(1);
+/// Another shard or the node has put a message in this shard's inbox.
+const WAKER: Token = Token(1);
 const LISTENER_BASE: usize = 16;
 const LINK_BASE: usize = 1 << 24;
 /// Receive buffers handled per loop turn before local sockets get their turn.
@@ -45,6 +47,14 @@ pub enum NodeError {
     Tls(#[from] crate::quic::tls::TlsSetupError),
     #[error("event loop: {0}")]
     Poll(io::Error),
+    #[error(transparent)]
+    Placement(#[from] crate::shard::placement::PlacementError),
+    #[error(transparent)]
+    Steer(#[from] crate::io::steer::SteerError),
+    #[error("cannot start shard {shard}: {source}")]
+    Thread { shard: usize, source: io::Error },
+    #[error("shard {shard} ended: {reason}")]
+    ShardLost { shard: usize, reason: String },
 }
 
 impl LocalConn for LocalStream {
@@ -71,19 +81,52 @@ impl LocalConn for LocalStream {
 /// connections are watched with (token `LINK_BASE + link`).
 pub struct MioLocal {
     registry: Registry,
-    /// By endpoint index (the configuration's `links`); `None` once closed.
+    /// By endpoint index (the configuration's `links`); `None` once closed, or where another
+    /// shard holds the endpoint's listener (a Unix endpoint's is shard 0's).
     listeners: Vec<Option<LocalListener>>,
     /// Their addresses, for removing Unix socket files when they close.
     addrs: Vec<LocalAddr>,
+    /// Connections another shard accepted for this one, by endpoint.
+    handed: Vec<VecDeque<LocalStream>>,
+    /// Where Unix connections go in turn: this shard's index, every shard's mailbox.
+    shard: usize,
+    mailboxes: Vec<Mailbox>,
+    next_turn: usize,
+}
+
+impl MioLocal {
+    /// A connection another shard accepted on `endpoint` for this one.
+    fn take_over(&mut self, endpoint: usize, conn: LocalStream) {
+        if let Some(q) = self.handed.get_mut(endpoint) {
+            q.push_back(conn);
+        }
+    }
 }
 
 impl LocalIo for MioLocal {
     type Conn = LocalStream;
 
     fn accept(&mut self, endpoint: usize) -> io::Result<LocalStream> {
-        match self.listeners.get(endpoint) {
-            Some(Some(l)) => l.accept(),
-            _ => Err(io::ErrorKind::WouldBlock.into()),
+        if let Some(conn) = self.handed.get_mut(endpoint).and_then(VecDeque::pop_front) {
+            return Ok(conn);
+        }
+        let Some(Some(l)) = self.listeners.get(endpoint) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let shared = matches!(l, LocalListener::Unix(..)) && self.mailboxes.len() > 1;
+        loop {
+            let conn = l.accept()?;
+            if !shared {
+                return Ok(conn);
+            }
+            // A Unix endpoint has one listener: its connections go to the shards in turn.
+            let to = self.next_turn % self.mailboxes.len();
+            self.next_turn = self.next_turn.wrapping_add(1);
+            if to == self.shard {
+                return Ok(conn);
+            }
+            // A shard that has stopped drops it: the client sees the connection close.
+            self.mailboxes[to].send(ShardMsg::Accepted { endpoint, conn });
         }
     }
 
@@ -113,79 +156,136 @@ impl LocalIo for MioLocal {
                 }
             }
         }
+        // Handed over but not yet taken on: they close with the endpoint.
+        self.handed.iter_mut().for_each(VecDeque::clear);
     }
 }
 
-/// One shard on mio: the node as `rlinkd run` starts it today (`crate::node::Node`).
+/// What a shard is told by another shard or by the node.
+pub enum ShardMsg {
+    /// A stop signal: the first drains, a second stops at once.
+    Stop,
+    /// Send this shard's figures back.
+    Report(Sender<ShardReport>),
+    /// A datagram for this shard's connections that reached another shard's socket.
+    Datagram { bytes: Vec<u8>, from: SocketAddr },
+    /// ICMP port unreachable for `addr` reached another shard (the kernel picks the socket).
+    PortUnreachable(SocketAddr),
+    /// A connection another shard accepted on link endpoint `endpoint` for this one.
+    Accepted { endpoint: usize, conn: LocalStream },
+}
+
+/// How a shard is reached: its channel and the waker of its event loop.
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+}
+
+impl Mailbox {
+    /// A mailbox for the loop whose `poll` will receive from the returned channel.
+    pub fn new(poll: &Poll) -> io::Result<(Mailbox, Receiver<ShardMsg>)> {
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Ok((Mailbox { tx, waker }, rx))
+    }
+
+    /// False when the shard has gone.
+    pub fn send(&self, msg: ShardMsg) -> bool {
+        self.tx.send(msg).is_ok() && self.waker.wake().is_ok()
+    }
+}
+
+/// Everything a shard's thread is given by the node: its place, its loop and sockets (bound by
+/// the node, so a failure is reported before any shard runs), its inbox and every mailbox.
+pub struct ShardSetup {
+    pub index: usize,
+    pub shards: ShardCount,
+    pub poll: Poll,
+    pub inbox: Receiver<ShardMsg>,
+    /// Every shard's, this one's included, by index.
+    pub mailboxes: Vec<Mailbox>,
+    /// The shard's UDP socket of the node's reuseport group, bound.
+    pub udp: socket2::Socket,
+    /// By link endpoint: this shard's listener, if it has one.
+    pub listeners: Vec<Option<LocalListener>>,
+}
+
+/// Hand-overs queued for one shard at most; past it strays are dropped (and counted): QUIC
+/// recovers them, and a flood cannot grow a queue without bound.
+const HANDOFF_LIMIT: usize = 4096;
+
+/// One shard on mio.
 pub struct MioShard {
     poll: Poll,
-    signals: Signals,
     udp: UdpSocket,
     core: ShardCore<MioLocal>,
+    index: usize,
+    shards: ShardCount,
+    inbox: Receiver<ShardMsg>,
+    mailboxes: Vec<Mailbox>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     /// A batch in `tx_buf` the socket refused with WouldBlock.
     tx_pending: Option<Batch>,
     udp_readable: bool,
+    /// Datagrams handed to their owner shard, and those dropped because its queue was full.
+    handed_over: u64,
+    handoff_dropped: u64,
 }
 
 impl MioShard {
-    /// Binds every socket the configuration names. Fails with the address that could not be used.
-    pub fn bind(cfg: NodeConfig) -> Result<MioShard, NodeError> {
-        raise_fd_limit();
-        let poll = Poll::new().map_err(NodeError::Poll)?;
+    /// The shard of `setup`, for the node of `cfg`.
+    pub fn new(cfg: NodeConfig, setup: ShardSetup) -> Result<MioShard, NodeError> {
         let q = &cfg.quic;
-        let mut udp = UdpSocket::bind(q.listen, q.gso, q.gro).map_err(|source| NodeError::Udp {
-            addr: q.listen,
-            source,
-        })?;
+        let addr = q.listen;
+        let mut udp = UdpSocket::from_bound(setup.udp, q.gso, q.gro)
+            .map_err(|source| NodeError::Udp { addr, source })?;
+        let poll = setup.poll;
         poll.registry()
             .register(udp.source(), UDP, Interest::READABLE | Interest::WRITABLE)
             .map_err(NodeError::Poll)?;
-        let mut signals =
-            Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(NodeError::Poll)?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(NodeError::Poll)?;
-
-        let driver = ShardCore::<MioLocal>::driver_for(&cfg, udp.local_addr())?;
-        let mut listeners = Vec::new();
-        for (i, link) in cfg.links.iter().enumerate() {
-            let mut l = LocalListener::bind(&link.listen).map_err(|source| NodeError::Listen {
-                addr: link.listen.clone(),
-                source,
-            })?;
-            poll.registry()
-                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)
-                .map_err(NodeError::Poll)?;
-            listeners.push(Some(l));
+        let mut listeners = setup.listeners;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            if let Some(l) = l {
+                poll.registry()
+                    .register(l, Token(LISTENER_BASE + i), Interest::READABLE)
+                    .map_err(NodeError::Poll)?;
+            }
         }
+        let shard = u8::try_from(setup.index).unwrap_or(u8::MAX);
+        let driver = ShardCore::<MioLocal>::driver_for(&cfg, udp.local_addr())?.with_shard(shard);
         let local = MioLocal {
             registry: poll.registry().try_clone().map_err(NodeError::Poll)?,
+            handed: listeners.iter().map(|_| VecDeque::new()).collect(),
             listeners,
             addrs: cfg.links.iter().map(|l| l.listen.clone()).collect(),
+            shard: setup.index,
+            mailboxes: setup.mailboxes.clone(),
+            next_turn: 0,
         };
         let caps = udp.capabilities();
-        tracing::info!(node = %cfg.node, quic = %udp.local_addr(), gso = caps.gso, gro = caps.gro, "node listening");
-        let core = ShardCore::with_driver(cfg, driver, local, Instant::now());
+        tracing::info!(node = %cfg.node, shard = setup.index, quic = %udp.local_addr(), gso = caps.gso, gro = caps.gro, "shard listening");
+        let core = ShardCore::with_driver(cfg, driver, local);
         Ok(MioShard {
             poll,
-            signals,
             udp,
             core,
+            index: setup.index,
+            shards: setup.shards,
+            inbox: setup.inbox,
+            mailboxes: setup.mailboxes,
             rx_buf: vec![0; 65_536],
             tx_buf: vec![0; MAX_GSO_BYTES],
             tx_pending: None,
             udp_readable: true,
+            handed_over: 0,
+            handoff_dropped: 0,
         })
     }
 
-    pub fn quic_addr(&self) -> SocketAddr {
-        self.udp.local_addr()
-    }
-
-    /// Runs until SIGINT or SIGTERM (drained) or a second one.
-    pub fn run(&mut self) -> Result<(), NodeError> {
+    /// Runs until told to stop (drained) or to stop at once; returns the shard's last figures.
+    pub fn run(&mut self) -> Result<ShardReport, NodeError> {
         let mut events = Events::with_capacity(1024);
         self.core.start(Instant::now());
         loop {
@@ -216,7 +316,7 @@ impl MioShard {
                             self.read_icmp_errors();
                         }
                     }
-                    SIGNALS => self.on_signal(),
+                    WAKER => {}
                     Token(t) if t >= LINK_BASE => self.core.on_local_event(
                         t - LINK_BASE,
                         LocalEvent {
@@ -232,25 +332,44 @@ impl MioShard {
                 }
             }
             let now = Instant::now();
+            self.read_inbox(now);
             self.receive(now);
             self.core.service(now);
             self.flush(now);
-            if self.core.after_transmit(now, &self.udp.stats()) {
-                return Ok(());
+            if self.core.after_transmit(now) {
+                return Ok(self.report());
             }
         }
     }
 
-    fn on_signal(&mut self) {
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for sig in pending {
-            match sig {
-                SIGHUP => tracing::warn!(
-                    signal = "SIGHUP",
-                    "reload is not supported yet: the configuration in force is unchanged"
-                ),
-                SIGUSR1 => self.core.log_stats(&self.udp.stats()),
-                _ => self.core.stop(Instant::now()),
+    /// This shard's figures.
+    fn report(&self) -> ShardReport {
+        let mut r = self.core.report(&self.udp.stats());
+        r.handed_over = self.handed_over;
+        r.handoff_dropped = self.handoff_dropped;
+        r
+    }
+
+    /// Messages from the node and the other shards. Every one is taken each turn (the waker
+    /// fires once for many).
+    fn read_inbox(&mut self, now: Instant) {
+        while let Ok(msg) = self.inbox.try_recv() {
+            match msg {
+                ShardMsg::Stop => self.core.stop(now),
+                ShardMsg::Report(reply) => {
+                    reply.send(self.report()).ok();
+                }
+                ShardMsg::Datagram { mut bytes, from } => {
+                    self.core.on_datagram(&mut bytes, from, now);
+                }
+                ShardMsg::PortUnreachable(addr) => self.core.on_port_unreachable(addr),
+                ShardMsg::Accepted { endpoint, conn } => {
+                    if self.core.is_stopping() {
+                        continue; // dropped: the endpoints are closed
+                    }
+                    self.core.io_mut().take_over(endpoint, conn);
+                    self.core.on_endpoint_readable(endpoint, now);
+                }
             }
         }
     }
@@ -263,6 +382,22 @@ impl MioShard {
             match self.udp.recv(&mut self.rx_buf) {
                 Ok(meta) => {
                     for datagram in self.rx_buf[..meta.len].chunks_mut(meta.segment_size) {
+                        // Checked per datagram, not per buffer: GRO may merge datagrams of
+                        // several connections (one 4-tuple carries every shard pair's).
+                        if self.shards.get() > 1 {
+                            if let Some(owner) = cid::owner(datagram, self.shards) {
+                                if owner != self.index {
+                                    hand_over(
+                                        &self.mailboxes[owner],
+                                        datagram,
+                                        meta.from,
+                                        &mut self.handed_over,
+                                        &mut self.handoff_dropped,
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
                         self.core.on_datagram(datagram, meta.from, now);
                     }
                 }
@@ -280,13 +415,20 @@ impl MioShard {
     }
 
     /// ICMP errors queued on the QUIC socket: a peer whose port is unreachable has died (or
-    /// is not running yet); the core ends its connection now rather than at the idle timeout.
+    /// is not running yet); its connections end now rather than at the idle timeout. The kernel
+    /// queues the error on one socket of the group, whichever shard's connection it concerns,
+    /// so every shard is told.
     fn read_icmp_errors(&mut self) {
         for _ in 0..64 {
             match self.udp.recv_error() {
                 Ok(Some(e)) if e.port_unreachable => {
                     tracing::debug!(to = %e.to, "ICMP port unreachable");
                     self.core.on_port_unreachable(e.to);
+                    for (i, m) in self.mailboxes.iter().enumerate() {
+                        if i != self.index {
+                            m.send(ShardMsg::PortUnreachable(e.to));
+                        }
+                    }
                 }
                 Ok(Some(e)) => tracing::debug!(to = %e.to, errno = e.errno, "ICMP error ignored"),
                 Ok(None) => return,
@@ -331,18 +473,20 @@ impl MioShard {
             _ => true,
         }
     }
+}
 
-    /// Unix socket paths this node created, for cleanup by callers that stop it without a signal.
-    pub fn unix_endpoints(&self) -> Vec<PathBuf> {
-        self.core
-            .config()
-            .links
-            .iter()
-            .filter_map(|l| match &l.listen {
-                LocalAddr::Unix(p) => Some(p.clone()),
-                LocalAddr::Tcp(_) => None,
-            })
-            .collect()
+/// Hands a datagram to the shard that owns its connection. The copy is the price of a stray,
+/// which steering makes rare; a queue past [`HANDOFF_LIMIT`] drops it (counted).
+fn hand_over(to: &Mailbox, datagram: &[u8], from: SocketAddr, handed: &mut u64, dropped: &mut u64) {
+    if to.tx.len() >= HANDOFF_LIMIT {
+        *dropped += 1;
+        return;
+    }
+    if to.send(ShardMsg::Datagram {
+        bytes: datagram.to_vec(),
+        from,
+    }) {
+        *handed += 1;
     }
 }
 

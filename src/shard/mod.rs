@@ -6,3 +6,4 @@
 pub mod core;
 pub mod mio_loop;
 pub mod placement;
+pub mod runtime;

@@ -1,4 +1,5 @@
-//! Duplicate identities: at most one established connection per (peer, direction). A newcomer
+//! Duplicate identities: at most one established connection per (peer, direction, the peer's
+//! shard) on a shard (with shards, one peer holds a connection per pair of shards). A newcomer
 //! replaces the incumbent only if the incumbent does not answer a liveness probe: a restarted
 //! peer's old connection cannot answer, a second live process holding the same certificate can.
 //! The policy and its codes are in `docs/PROTOCOL.md`.
@@ -13,6 +14,7 @@ pub(super) struct Probe {
     newcomer: ConnId,
     peer: String,
     direction: Direction,
+    remote_shard: u8,
     /// (connection, packets it had received when probed)
     incumbents: Vec<(ConnId, usize)>,
     pub(super) deadline: Instant,
@@ -27,11 +29,12 @@ impl QuicDriver {
         direction: Direction,
         now: Instant,
     ) {
+        let remote_shard = self.conns.get(&id).map_or(0, Conn::remote_shard);
         // Checked first: even if the incumbent has just gone, the earlier newcomer gets the place.
         if let Some(p) = self
             .probes
             .iter()
-            .find(|p| p.peer == peer && p.direction == direction)
+            .find(|p| p.peer == peer && p.direction == direction && p.remote_shard == remote_shard)
         {
             let old = p.incumbents.first().map(|(o, _)| *o);
             self.refuse_duplicate(id, old, "a liveness probe of its connection is under way");
@@ -45,6 +48,7 @@ impl QuicDriver {
                     && c.state == State::Established
                     && c.direction == direction
                     && c.peer.as_deref() == Some(peer.as_str())
+                    && c.remote_shard() == remote_shard
                     && c.is_live()
             })
             .map(|(k, _)| *k)
@@ -73,6 +77,7 @@ impl QuicDriver {
             newcomer: id,
             peer,
             direction,
+            remote_shard,
             incumbents: probed,
             deadline: now + wait,
             wait,

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{random_cid, ConnId, Direction, QuicDriver, MAX_STATELESS};
+use super::{ConnId, Direction, QuicDriver, MAX_STATELESS};
+use crate::quic::cid::ShardCid;
 
 impl QuicDriver {
     /// An Initial for no known connection: answered with a Retry unless it brings a valid token;
@@ -71,7 +72,8 @@ impl QuicDriver {
             self.stats.handshakes_refused += 1;
             return;
         }
-        let new_scid = random_cid();
+        // The client's next Initial goes to this ID: it carries this shard, so it comes back here.
+        let new_scid = ShardCid::random(self.shard).to_connection_id();
         let Some(token) = self.admission.mint(from, &hdr.dcid, &new_scid, now) else {
             self.stats.unparsable += 1;
             return;

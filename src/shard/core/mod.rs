@@ -16,7 +16,7 @@
 //!    watched local connection's readiness), [`ShardCore::on_endpoint_readable`] (a link endpoint
 //!    has connections to accept); commands: [`ShardCore::stop`] (a stop signal: the first drains,
 //!    the second stops at once), [`ShardCore::begin_drain`], [`ShardCore::stop_now`],
-//!    [`ShardCore::log_stats`];
+//!    [`ShardCore::report`] (the figures for the stats line and the metrics);
 //! 2. [`ShardCore::service`]: expired QUIC timers, connection events (peer up: open the links
 //!    waiting for it; connection closed: close the links it carried, schedule a redial), streams
 //!    with news, local connections with news, link deadlines, route and accept retries, stall
@@ -24,7 +24,7 @@
 //! 3. output: [`ShardCore::poll_transmit`] until `None` (Retry packets first, then each
 //!    connection's GSO batches); a backend whose socket is full stops and calls again when it is
 //!    writable;
-//! 4. [`ShardCore::after_transmit`]: connections that closed by sending, the stats line when due,
+//! 4. [`ShardCore::after_transmit`]: connections that closed by sending,
 //!    the stop's progress; `true` once the shard has stopped;
 //! 5. wait for input until [`ShardCore::next_deadline`], or not at all while
 //!    [`ShardCore::has_work`].
@@ -56,7 +56,7 @@ pub use peers::Backoff;
 use peers::Peer;
 use routes::PendingRoute;
 use stall::StallTracker;
-pub use stats::NodeStats;
+pub use stats::{NodeStats, ShardReport};
 
 /// How long a stopping node waits for its CONNECTION_CLOSE frames to leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -96,7 +96,6 @@ pub struct ShardCore<L: LocalIo> {
     deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
     dirty: Vec<usize>,
     stats: NodeStats,
-    next_stats: Option<Instant>,
     stopping: Option<Stopping>,
     stalls: StallTracker,
     next_stall_check: Option<Instant>,
@@ -121,10 +120,9 @@ impl<L: LocalIo> ShardCore<L> {
         cfg: NodeConfig,
         local_addr: SocketAddr,
         io: L,
-        now: Instant,
     ) -> Result<ShardCore<L>, crate::quic::tls::TlsSetupError> {
         let driver = Self::driver_for(&cfg, local_addr)?;
-        Ok(Self::with_driver(cfg, driver, io, now))
+        Ok(Self::with_driver(cfg, driver, io))
     }
 
     /// The QUIC driver [`ShardCore::new`] makes: TLS from `cfg.quic`, the configured peers
@@ -144,7 +142,7 @@ impl<L: LocalIo> ShardCore<L> {
     }
 
     /// A core around `driver` (from [`ShardCore::driver_for`]).
-    pub fn with_driver(cfg: NodeConfig, driver: QuicDriver, io: L, now: Instant) -> ShardCore<L> {
+    pub fn with_driver(cfg: NodeConfig, driver: QuicDriver, io: L) -> ShardCore<L> {
         let q = &cfg.quic;
         let peers: Vec<Peer> = cfg
             .peers
@@ -169,7 +167,6 @@ impl<L: LocalIo> ShardCore<L> {
             .collect();
         let stalls = StallTracker::new(cfg.relay.stall_timeout, cfg.relay.stall_budget);
         ShardCore {
-            next_stats: cfg.stats_interval.map(|d| now + d),
             stalls,
             next_stall_check: None,
             pending_routes: HashMap::new(),
@@ -274,18 +271,12 @@ impl<L: LocalIo> ShardCore<L> {
         }
     }
 
-    /// After the output: sending can close connections (a CONNECTION_CLOSE went out), the stats
-    /// line may be due (`io`: the backend's datagram counters), a stopping shard moves on. True
-    /// when the shard has stopped: the backend ends its loop.
-    pub fn after_transmit(&mut self, now: Instant, io: &DatagramStats) -> bool {
+    /// After the output: sending can close connections (a CONNECTION_CLOSE went out), a stopping
+    /// shard moves on. True when the shard has stopped: the backend ends its loop.
+    pub fn after_transmit(&mut self, now: Instant) -> bool {
         self.handle_driver_events(now);
-        if self.next_stats.is_some_and(|t| t <= now) {
-            self.log_stats(io);
-            self.next_stats = self.cfg.stats_interval.map(|d| now + d);
-        }
         if self.stopping.is_some() && self.advance_stop(now) {
-            self.log_stats(io);
-            tracing::info!(node = %self.cfg.node, "stopped");
+            tracing::info!(node = %self.cfg.node, shard = self.driver.shard(), "shard stopped");
             return true;
         }
         false
@@ -302,7 +293,6 @@ impl<L: LocalIo> ShardCore<L> {
             self.driver.timeout(),
             self.deadlines.peek().map(|Reverse((t, _))| *t),
             self.peers.iter().filter_map(|p| p.redial_at).min(),
-            self.next_stats,
             self.stopping.map(|s| match s {
                 Stopping::Draining { deadline } | Stopping::Closing { deadline } => deadline,
             }),
@@ -315,10 +305,10 @@ impl<L: LocalIo> ShardCore<L> {
         .min()
     }
 
-    /// Logs the stats line (SIGUSR1, the periodic timer); `io` are the backend's datagram
-    /// counters.
-    pub fn log_stats(&self, io: &DatagramStats) {
-        stats::log(self, io);
+    /// This shard's figures for the stats line (which the node logs, summed over its shards) and
+    /// the metrics; `io` are the backend's datagram counters.
+    pub fn report(&self, io: &DatagramStats) -> ShardReport {
+        stats::report(self, io)
     }
 
     // ---- getters (logs, tests) ----

@@ -48,8 +48,9 @@ impl Backoff {
 pub struct Peer {
     pub name: String,
     pub connect: Option<SocketAddr>,
-    /// Established connections, oldest first; new links go on the newest.
-    pub conns: Vec<(ConnId, Direction)>,
+    /// Established connections (with the peer's shard at their other end), oldest first; new
+    /// links go on the newest.
+    pub conns: Vec<(ConnId, Direction, u8)>,
     /// Our dial in progress.
     pub dialing: Option<ConnId>,
     /// Our dialed connection that completed its handshake, and since when.
@@ -79,17 +80,22 @@ impl Peer {
 
     /// The connection new links to this peer use.
     pub fn active(&self) -> Option<ConnId> {
-        self.conns.last().map(|(c, _)| *c)
+        self.conns.last().map(|(c, _, _)| *c)
     }
 
-    /// Older connections of the same direction that `conn` replaces. The driver establishes a
-    /// second connection of a peer only after the older one failed a liveness probe (the peer
-    /// restarted; the driver has closed it) or when the older one was closing anyway.
-    pub fn superseded_by(&self, conn: ConnId, direction: Direction) -> Vec<ConnId> {
+    /// Older connections of the same direction and peer shard that `conn` replaces. The driver
+    /// establishes a second such connection only after the older one failed a liveness probe
+    /// (the peer restarted; the driver has closed it) or when the older one was closing anyway.
+    pub fn superseded_by(
+        &self,
+        conn: ConnId,
+        direction: Direction,
+        remote_shard: u8,
+    ) -> Vec<ConnId> {
         self.conns
             .iter()
-            .filter(|(c, d)| *c != conn && *d == direction)
-            .map(|(c, _)| *c)
+            .filter(|(c, d, s)| *c != conn && *d == direction && *s == remote_shard)
+            .map(|(c, _, _)| *c)
             .collect()
     }
 }
@@ -120,12 +126,13 @@ impl<L: LocalIo> ShardCore<L> {
                     let Some(&i) = self.peer_index.get(&peer) else {
                         continue;
                     };
-                    let addr = self
+                    let (addr, remote_shard) = self
                         .driver
                         .conn(conn)
-                        .map(|c| c.peer_addr.to_string())
+                        .map(|c| (c.peer_addr.to_string(), c.remote_shard()))
                         .unwrap_or_default();
-                    tracing::info!(peer = %peer, ?direction, %addr, "peer connected");
+                    let shard = self.driver.shard();
+                    tracing::info!(peer = %peer, ?direction, %addr, shard, remote_shard, "peer connected");
                     let p = &mut self.peers[i];
                     if direction == Direction::Outgoing {
                         // Not a success yet: in TLS 1.3 the acceptor checks our certificate after
@@ -136,9 +143,9 @@ impl<L: LocalIo> ShardCore<L> {
                     }
                     // The driver has closed them (they failed its liveness probe) or they were
                     // closing already; their links end with their Closed events.
-                    let old = p.superseded_by(conn, direction);
-                    p.conns.retain(|(c, _)| !old.contains(c));
-                    p.conns.push((conn, direction));
+                    let old = p.superseded_by(conn, direction, remote_shard);
+                    p.conns.retain(|(c, _, _)| !old.contains(c));
+                    p.conns.push((conn, direction, remote_shard));
                     self.open_waiting(i);
                 }
                 DriverEvent::Closed {
@@ -187,7 +194,7 @@ impl<L: LocalIo> ShardCore<L> {
             return;
         };
         let p = &mut self.peers[i];
-        p.conns.retain(|(c, _)| *c != conn);
+        p.conns.retain(|(c, _, _)| *c != conn);
         let ours = direction == Direction::Outgoing;
         if ours && p.dialing == Some(conn) {
             p.dialing = None;
@@ -205,7 +212,7 @@ impl<L: LocalIo> ShardCore<L> {
         if ours
             && !stopping
             && p.dialing.is_none()
-            && !p.conns.iter().any(|(_, d)| *d == Direction::Outgoing)
+            && !p.conns.iter().any(|(_, d, _)| *d == Direction::Outgoing)
         {
             p.failures += 1;
             let delay = p.backoff.next_delay();

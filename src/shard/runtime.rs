@@ -1,0 +1,323 @@
+//! The node: one shard per CPU, each a thread pinned to its CPU that runs a [`MioShard`], and a
+//! supervisor on the calling thread that owns the signals, the stats line and the shards' ends.
+//!
+//! Shared nothing on the hot path: each shard owns its UDP socket of the node's reuseport group
+//! (steered by connection ID, `crate::io::steer`), its QUIC connections, its link endpoints'
+//! listeners and its links. Shards talk only through [`Mailbox`]es (a channel and a waker) to
+//! hand over a stray datagram, an ICMP error or a Unix connection; the supervisor uses the same
+//! mailboxes to stop them and to ask for their figures.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use mio::Poll;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+use super::core::ShardReport;
+use super::mio_loop::{raise_fd_limit, Mailbox, MioShard, NodeError, ShardMsg, ShardSetup};
+use super::placement::{allowed_cpus, pin_current_thread, Placement};
+use crate::addr::LocalAddr;
+use crate::config::NodeConfig;
+use crate::io::local::bind_for_shards;
+use crate::io::steer::{self, Steering};
+
+/// How long the supervisor waits for a shard's figures.
+const REPORT_WAIT: Duration = Duration::from_secs(1);
+
+/// What the supervisor hears about.
+enum Event {
+    Signal(i32),
+    /// Shard `shard` has stopped, with its last figures or the error that ended it.
+    Exited {
+        shard: usize,
+        result: Box<Result<ShardReport, NodeError>>,
+    },
+}
+
+struct ShardHandle {
+    mailbox: Mailbox,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A running node: its shards are up once [`Node::bind`] returns.
+pub struct Node {
+    cfg: NodeConfig,
+    quic_addr: SocketAddr,
+    shards: Vec<ShardHandle>,
+    events: Receiver<Event>,
+    signals: signal_hook::iterator::Handle,
+}
+
+impl Node {
+    /// Decides the shards and their CPUs, binds every socket the configuration names (failing
+    /// with the address that could not be used), and starts the shards.
+    pub fn bind(cfg: NodeConfig) -> Result<Node, NodeError> {
+        raise_fd_limit();
+        let placement = Placement::plan(
+            cfg.shards.count,
+            cfg.shards.cpus.as_deref(),
+            &allowed_cpus()?,
+        )?;
+        if let Some(w) = placement.warning() {
+            tracing::warn!("{w}");
+        }
+        let n = placement.shards();
+        let group = steer::bind_group(cfg.quic.listen, n)?;
+        if let Steering::UserSpace(e) = &group.steering {
+            if n.get() > 1 {
+                tracing::warn!(error = %e, "cannot attach the connection-ID steering program: the kernel spreads datagrams by address, and shards hand strays to their owner");
+            }
+        }
+        let quic_addr = group.local;
+        let mut listeners: Vec<Vec<Option<_>>> = (0..n.get()).map(|_| Vec::new()).collect();
+        for link in &cfg.links {
+            let per_shard =
+                bind_for_shards(&link.listen, n.get()).map_err(|source| NodeError::Listen {
+                    addr: link.listen.clone(),
+                    source,
+                })?;
+            for (i, l) in per_shard.into_iter().enumerate() {
+                listeners[i].push(l);
+            }
+        }
+        let mut polls = Vec::new();
+        let mut mailboxes = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..n.get() {
+            let poll = Poll::new().map_err(NodeError::Poll)?;
+            let (mailbox, inbox) = Mailbox::new(&poll).map_err(NodeError::Poll)?;
+            polls.push(poll);
+            mailboxes.push(mailbox);
+            inboxes.push(inbox);
+        }
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(NodeError::Poll)?;
+        let handle = signals.handle();
+        let tx = events_tx.clone();
+        std::thread::Builder::new()
+            .name("rlinkd-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if tx.send(Event::Signal(sig)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| NodeError::Thread { shard: 0, source })?;
+
+        // Each shard builds its loop on its own thread (after pinning, so its memory is local)
+        // and says whether it could; the node is up when all have.
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(n.get());
+        let mut shards = Vec::new();
+        let sockets = group.sockets.into_iter();
+        for (index, ((socket, (poll, inbox)), listeners)) in sockets
+            .zip(polls.into_iter().zip(inboxes))
+            .zip(listeners)
+            .enumerate()
+        {
+            let setup = ShardSetup {
+                index,
+                shards: n,
+                poll,
+                inbox,
+                mailboxes: mailboxes.clone(),
+                udp: socket,
+                listeners,
+            };
+            let cpu = placement.cpu(index);
+            let cfg = cfg.clone();
+            let ready = ready_tx.clone();
+            let exited = events_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("rlinkd-shard-{index}"))
+                .spawn(move || shard_main(cfg, setup, cpu, ready, exited))
+                .map_err(|source| NodeError::Thread {
+                    shard: index,
+                    source,
+                })?;
+            shards.push(ShardHandle {
+                mailbox: mailboxes[index].clone(),
+                thread: Some(thread),
+            });
+        }
+        drop(ready_tx);
+        let mut node = Node {
+            cfg,
+            quic_addr,
+            shards,
+            events,
+            signals: handle,
+        };
+        let mut failure = None;
+        for _ in 0..n.get() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(_) => {
+                    failure.get_or_insert(NodeError::ShardLost {
+                        shard: 0,
+                        reason: "a shard thread ended while starting".into(),
+                    });
+                }
+            }
+        }
+        if let Some(e) = failure {
+            node.stop_all_now();
+            return Err(e);
+        }
+        tracing::info!(node = %node.cfg.node, quic = %quic_addr, shards = n.get(), cpus = ?placement.cpus(), steering = matches!(group.steering, Steering::Kernel), "node listening");
+        Ok(node)
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// Runs until SIGINT or SIGTERM (every shard drained) or a second one (at once).
+    pub fn run(&mut self) -> Result<(), NodeError> {
+        let mut next_stats = self.cfg.stats_interval.map(|d| Instant::now() + d);
+        let mut running = self.shards.len();
+        let mut last = vec![None; self.shards.len()];
+        let mut failure = None;
+        while running > 0 {
+            let wait = next_stats.map(|t| t.saturating_duration_since(Instant::now()));
+            let event = match wait {
+                Some(w) => self.events.recv_timeout(w),
+                None => self
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match event {
+                Ok(Event::Signal(SIGHUP)) => tracing::warn!(
+                    signal = "SIGHUP",
+                    "reload is not supported yet: the configuration in force is unchanged"
+                ),
+                Ok(Event::Signal(SIGUSR1)) => self.log_stats(),
+                Ok(Event::Signal(_)) => self.tell_all(|| ShardMsg::Stop),
+                Ok(Event::Exited { shard, result }) => {
+                    running -= 1;
+                    if let Some(t) = self.shards[shard].thread.take() {
+                        t.join().ok();
+                    }
+                    match *result {
+                        Ok(r) => last[shard] = Some(r),
+                        Err(e) => {
+                            tracing::error!(shard, error = %e, "shard failed: stopping the node");
+                            failure.get_or_insert(e);
+                            self.tell_all(|| ShardMsg::Stop);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.log_stats();
+                    next_stats = self.cfg.stats_interval.map(|d| Instant::now() + d);
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        ShardReport::total(last.iter().flatten()).log();
+        self.signals.close();
+        tracing::info!(node = %self.cfg.node, "stopped");
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn tell_all(&self, msg: impl Fn() -> ShardMsg) {
+        for s in &self.shards {
+            s.mailbox.send(msg());
+        }
+    }
+
+    /// Asks every shard for its figures and logs their sum.
+    fn log_stats(&self) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let asked = self
+            .shards
+            .iter()
+            .filter(|s| s.mailbox.send(ShardMsg::Report(tx.clone())))
+            .count();
+        drop(tx);
+        let deadline = Instant::now() + REPORT_WAIT;
+        let mut reports = Vec::with_capacity(asked);
+        while reports.len() < asked {
+            match rx.recv_deadline(deadline) {
+                Ok(r) => reports.push(r),
+                Err(_) => break,
+            }
+        }
+        if reports.len() < asked {
+            tracing::warn!(
+                answered = reports.len(),
+                shards = asked,
+                "stats: some shards did not answer within {REPORT_WAIT:?}"
+            );
+        }
+        ShardReport::total(&reports).log();
+    }
+
+    /// Stops every shard at once and waits for their threads (a failed start).
+    fn stop_all_now(&mut self) {
+        // Two stops: the first begins a drain, the second ends it.
+        self.tell_all(|| ShardMsg::Stop);
+        self.tell_all(|| ShardMsg::Stop);
+        for s in &mut self.shards {
+            if let Some(t) = s.thread.take() {
+                t.join().ok();
+            }
+        }
+        self.signals.close();
+    }
+
+    /// Unix socket paths this node created, for cleanup by callers that stop it without a signal.
+    pub fn unix_endpoints(&self) -> Vec<PathBuf> {
+        self.cfg
+            .links
+            .iter()
+            .filter_map(|l| match &l.listen {
+                LocalAddr::Unix(p) => Some(p.clone()),
+                LocalAddr::Tcp(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// A shard's thread: pin, build the loop, say so, run, report the end.
+fn shard_main(
+    cfg: NodeConfig,
+    setup: ShardSetup,
+    cpu: Option<usize>,
+    ready: Sender<Result<(), NodeError>>,
+    exited: Sender<Event>,
+) {
+    let index = setup.index;
+    if let Some(cpu) = cpu {
+        if let Err(e) = pin_current_thread(index, cpu) {
+            // Running unpinned is slower, not wrong.
+            tracing::warn!(shard = index, error = %e, "cannot pin the shard to its CPU");
+        }
+    }
+    let mut shard = match MioShard::new(cfg, setup) {
+        Ok(s) => {
+            ready.send(Ok(())).ok();
+            s
+        }
+        Err(e) => {
+            ready.send(Err(e)).ok();
+            return;
+        }
+    };
+    let result = shard.run();
+    exited
+        .send(Event::Exited {
+            shard: index,
+            result: Box::new(result),
+        })
+        .ok();
+}

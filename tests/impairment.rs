@@ -243,8 +243,8 @@ fn a_black_hole_shorter_than_the_idle_timeout_keeps_the_links() {
         );
         assert_eq!(
             count_lines(node, &["peer connected"]),
-            1,
-            "node {}",
+            node_shards(),
+            "node {}: one connection per shard",
             node.name
         );
     }

@@ -130,7 +130,10 @@ impl Node {
                 listeners,
             };
             let cpu = placement.cpu(index);
-            let cfg = cfg.clone();
+            let mut cfg = cfg.clone();
+            // The stall budget is the node's: each shard enforces its share over the links it
+            // carries (links spread evenly: TCP by the kernel's hash, Unix in turn).
+            cfg.relay.stall_budget /= n.get() as u64;
             let ready = ready_tx.clone();
             let exited = events_tx.clone();
             let thread = std::thread::Builder::new()

@@ -29,6 +29,22 @@ pub fn exe() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rlinkd")))
 }
 
+/// `RLINKD_TEST_SHARDS`: the shards every test node runs (see [`Env::start_with_certs`]).
+pub fn test_shards() -> Option<usize> {
+    std::env::var("RLINKD_TEST_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+/// The shards every test node runs: `RLINKD_TEST_SHARDS`, else the node's default (one per CPU
+/// of the affinity mask, which the test process shares). Two nodes hold one connection per
+/// shard, so each logs "peer connected" this many times.
+pub fn node_shards() -> usize {
+    test_shards().unwrap_or_else(|| {
+        rlinkd::shard::placement::allowed_cpus().map_or(1, |c| c.len().clamp(1, 256))
+    })
+}
+
 /// How long a node may take to connect to its peer on a busy CI box.
 pub const CONNECT_WAIT: Duration = Duration::from_secs(15);
 /// Read timeout of clients that expect an answer.
@@ -77,8 +93,17 @@ impl Env {
         self.start_with_certs(plan, &self.certs.clone())
     }
 
-    /// Starts a node whose `NAME.pem`, `NAME.key` and `ca.pem` come from `certs`.
+    /// Starts a node whose `NAME.pem`, `NAME.key` and `ca.pem` come from `certs`. With
+    /// `RLINKD_TEST_SHARDS=N` in the environment, every node runs N shards unless its plan says
+    /// otherwise (CI runs the suite with 1 and with 2); without it, the node's default.
     pub fn start_with_certs(&self, plan: &NodePlan, certs: &Path) -> NodeProcess {
+        let mut plan = plan.clone();
+        if let Some(n) = test_shards() {
+            if !plan.top_extra.iter().any(|l| l.starts_with("shards")) {
+                plan.top_extra.push(format!("shards = {n}"));
+            }
+        }
+        let plan = &plan;
         let node = NodeProcess::start(&exe(), self.dir.path(), certs, plan)
             .unwrap_or_else(|e| panic!("cannot start node {}: {e}", plan.name));
         self.logs

@@ -59,8 +59,9 @@ fn certificate_from_another_ca_is_refused() {
     let env = Env::new(&["a", "b"]);
     let other_ca = env.path("other-ca");
     rlinkd::cert::generate(&other_ca, &["b".to_string()]).unwrap();
-    // Node b presents a certificate for "b" from another CA (but trusts the cluster CA).
-    let foreign = cert_dir(&env, "b-foreign", "b", &other_ca, "b", &env.certs);
+    // Node b presents a certificate for "b" from another CA (and trusts that CA: `rlinkd run`
+    // refuses to start with a certificate its own `quic.ca` did not issue).
+    let foreign = cert_dir(&env, "b-foreign", "b", &other_ca, "b", &other_ca);
 
     let router = EchoRouter::start(&env.unix("router.sock"), RouterOptions::default()).unwrap();
     let (mut a, mut b) = pair(FAST_QUIC);

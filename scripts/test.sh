@@ -14,7 +14,11 @@ cargo clippy --release --all-targets -- -D warnings
 echo "== Rust tests"
 cargo build --release
 # Every test bounds its own waits; this bound turns a hang nobody foresaw into a failure.
-timeout --kill-after=30 1500 cargo test --release
+# The integration tests run twice: every node with 1 shard, then with 2 (one connection per
+# shard pair, steering, hand-overs).
+RLINKD_TEST_SHARDS=1 timeout --kill-after=30 1500 cargo test --release
+echo "== integration tests again, 2 shards per node"
+RLINKD_TEST_SHARDS=2 timeout --kill-after=30 1200 cargo test --release --test '*'
 echo "== Crossbar end-to-end"
 bash scripts/crossbar-e2e.sh target/release/rlinkd
 echo "all tests passed in $(( $(date +%s) - started )) s"

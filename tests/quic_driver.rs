@@ -617,3 +617,86 @@ fn a_new_connection_replaces_one_whose_process_died() {
     );
     assert!(closed_reason(&mesh.sides[2]).is_none());
 }
+
+/// With shards, a peer holds one connection per shard of it: node a's shards 0 and 1 both dial
+/// b's single shard. Those are not duplicates (the identity is the peer and its shard, read from
+/// the connection ID); when a's shard-0 process dies and a new one dials, only the connection
+/// of shard 0 is replaced.
+#[test]
+fn connections_from_different_shards_of_a_peer_coexist_and_are_replaced_one_by_one() {
+    let dir = certs();
+    let addrs: Vec<SocketAddr> = [
+        "10.255.0.1:4433",
+        "10.255.0.2:4433",
+        "10.255.0.3:4433",
+        "10.255.0.4:4433",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let side = |cert: &str, addr: SocketAddr, allowed: &[&str], shard: u8| Side {
+        driver: driver(dir.path(), cert, addr, allowed).with_shard(shard),
+        addr,
+        events: vec![],
+    };
+    let mut mesh = Mesh {
+        sides: vec![
+            side("a", addrs[0], &["b"], 0),
+            side("b", addrs[1], &["a"], 0),
+            side("a", addrs[2], &["b"], 1),
+            side("a", addrs[3], &["b"], 0),
+        ],
+        dead: vec![false; 4],
+    };
+    let b_addr = addrs[1];
+    for i in [0, 2] {
+        mesh.sides[i]
+            .driver
+            .connect("b", b_addr, Instant::now())
+            .unwrap();
+    }
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
+            .len()
+            == 2),
+        "b did not take a connection from each of a's shards"
+    );
+    let from_shard: Vec<(ConnId, u8)> = established_on(&mesh.sides[1])
+        .into_iter()
+        .map(|c| (c, mesh.sides[1].driver.conn(c).unwrap().remote_shard()))
+        .collect();
+    let mut shards: Vec<u8> = from_shard.iter().map(|(_, s)| *s).collect();
+    shards.sort_unstable();
+    assert_eq!(
+        shards,
+        vec![0, 1],
+        "each connection names its dialer's shard"
+    );
+    assert_eq!(mesh.sides[1].driver.stats().duplicates_refused, 0);
+
+    // Shard 0's process dies silently; a new shard 0 dials: it replaces that one only.
+    mesh.dead[0] = true;
+    mesh.sides[3]
+        .driver
+        .connect("b", b_addr, Instant::now())
+        .unwrap();
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
+            .len()
+            == 3),
+        "b did not accept the restarted shard"
+    );
+    let b = &mesh.sides[1];
+    assert_eq!(b.driver.stats().superseded, 1);
+    let (shard1, _) = from_shard.iter().find(|(_, s)| *s == 1).copied().unwrap();
+    assert!(
+        b.driver
+            .conn(shard1)
+            .is_some_and(|c| c.is_established() && c.is_live()),
+        "the connection of a's shard 1 was replaced too"
+    );
+    assert!(
+        closed_reason(&mesh.sides[2]).is_none(),
+        "a's shard 1 lost its connection"
+    );
+}

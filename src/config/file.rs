@@ -55,6 +55,7 @@ pub(crate) struct FileQuic {
     pub congestion_control: Option<CongestionControl>,
     pub gso: Option<bool>,
     pub gro: Option<bool>,
+    pub steering: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

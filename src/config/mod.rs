@@ -113,6 +113,10 @@ pub struct QuicSettings {
     /// Use UDP GSO on send / GRO on receive when the kernel supports them (probed at run time).
     pub gso: bool,
     pub gro: bool,
+    /// With several shards, steer datagrams to their shard's socket in the kernel (a BPF program
+    /// reads the shard from the connection ID); `false` leaves the spreading to the kernel's
+    /// address hash and the shards hand strays over (slower; for tests and diagnosis).
+    pub steering: bool,
 }
 
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(30);
@@ -146,6 +150,7 @@ impl QuicSettings {
             congestion_control: CongestionControl::Cubic,
             gso: true,
             gro: true,
+            steering: true,
         }
     }
 }
@@ -423,6 +428,7 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
     quic.congestion_control = q.congestion_control.unwrap_or(quic.congestion_control);
     quic.gso = q.gso.unwrap_or(quic.gso);
     quic.gro = q.gro.unwrap_or(quic.gro);
+    quic.steering = q.steering.unwrap_or(quic.steering);
 
     let mut relay = RelaySettings::default();
     if let Some(s) = file.relay.max_frame {

@@ -66,7 +66,16 @@ impl Node {
             tracing::warn!("{w}");
         }
         let n = placement.shards();
-        let group = steer::bind_group(cfg.quic.listen, n)?;
+        let group = if cfg.quic.steering {
+            steer::bind_group(cfg.quic.listen, n)?
+        } else {
+            let (sockets, local) = steer::bind_reuseport(cfg.quic.listen, n.get())?;
+            steer::ReuseportGroup {
+                sockets,
+                local,
+                steering: Steering::UserSpace(std::io::Error::other("quic.steering = false")),
+            }
+        };
         if let Steering::UserSpace(e) = &group.steering {
             if n.get() > 1 {
                 tracing::warn!(error = %e, "cannot attach the connection-ID steering program: the kernel spreads datagrams by address, and shards hand strays to their owner");

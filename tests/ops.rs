@@ -189,6 +189,7 @@ fn json_logs_are_one_object_per_line_with_fields() {
     node.stop();
     let text = node.log_text();
     let mut listening = None;
+    let mut shard = None;
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
@@ -198,12 +199,16 @@ fn json_logs_are_one_object_per_line_with_fields() {
         );
         if v["message"] == "node listening" {
             listening = Some(v);
+        } else if v["message"] == "shard listening" {
+            shard = Some(v);
         }
     }
     let v = listening.expect("no node listening event");
     assert_eq!(v["node"], "a");
     assert_eq!(v["quic"], format!("127.0.0.1:{}", plan.quic_port));
-    assert!(v["gso"].is_boolean());
+    assert!(v["shards"].is_u64() && v["steering"].is_boolean(), "{v}");
+    let v = shard.expect("no shard listening event");
+    assert!(v["gso"].is_boolean() && v["shard"].is_u64(), "{v}");
 }
 
 /// Without CAP_NET_ADMIN the kernel caps UDP buffers at net.core.rmem_max / wmem_max; the node

@@ -133,30 +133,8 @@ fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("cannot start node")?;
     notify::ready(&format!("listening on {} (QUIC)", node.quic_addr()));
-    if notify::enabled() {
-        notify_stopping_on_signal()?;
-    }
+    // STOPPING=1 comes from the node when a stop signal starts its drain.
     node.run()?;
-    Ok(())
-}
-
-/// Sends STOPPING=1 to systemd when the first SIGTERM or SIGINT arrives, which is when the node
-/// starts to drain. signal-hook delivers each signal to every registered handler, so the node's
-/// own handling is unchanged.
-// TODO(issue 10): the drain start in the node loop should call `notify::stopping()` itself
-// (it also knows about stops that are not signals); then this thread goes.
-fn notify_stopping_on_signal() -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("watching SIGTERM for systemd")?;
-    std::thread::Builder::new()
-        .name("sd-notify".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                notify::stopping();
-            }
-        })
-        .context("watching SIGTERM for systemd")?;
     Ok(())
 }
 

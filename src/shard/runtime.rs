@@ -213,7 +213,12 @@ impl Node {
                     "reload is not supported yet: the configuration in force is unchanged"
                 ),
                 Ok(Event::Signal(SIGUSR1)) => self.log_stats(),
-                Ok(Event::Signal(_)) => self.tell_all(|| ShardMsg::Stop),
+                Ok(Event::Signal(_)) => {
+                    // The first one starts the drain (systemd hears STOPPING=1), a second one
+                    // ends it at once.
+                    crate::ops::notify::stopping();
+                    self.tell_all(|| ShardMsg::Stop);
+                }
                 Ok(Event::Exited { shard, result }) => {
                     running -= 1;
                     if let Some(t) = self.shards[shard].thread.take() {

@@ -618,54 +618,53 @@ fn a_new_connection_replaces_one_whose_process_died() {
     assert!(closed_reason(&mesh.sides[2]).is_none());
 }
 
-/// With shards, a peer holds one connection per shard of it: node a's shards 0 and 1 both dial
-/// b's single shard. Those are not duplicates (the identity is the peer and its shard, read from
-/// the connection ID); when a's shard-0 process dies and a new one dials, only the connection
-/// of shard 0 is replaced.
+/// With shards, a peer holds one connection per shard of it: node a's shards 0 and 1 (one
+/// process: one instance in their connection IDs) both dial b's single shard, and b keeps both.
+/// Another live process with a's certificate is refused whatever shard it dials from; when a's
+/// process dies and a new one dials, it replaces the old process's connections.
 #[test]
-fn connections_from_different_shards_of_a_peer_coexist_and_are_replaced_one_by_one() {
+fn a_peers_shards_each_hold_a_connection_and_another_process_is_told_apart() {
     let dir = certs();
-    let addrs: Vec<SocketAddr> = [
-        "10.255.0.1:4433",
-        "10.255.0.2:4433",
-        "10.255.0.3:4433",
-        "10.255.0.4:4433",
-    ]
-    .iter()
-    .map(|s| s.parse().unwrap())
-    .collect();
-    let side = |cert: &str, addr: SocketAddr, allowed: &[&str], shard: u8| Side {
-        driver: driver(dir.path(), cert, addr, allowed).with_shard(shard),
+    let addrs: Vec<SocketAddr> = (1..=5)
+        .map(|i| format!("10.255.0.{i}:4433").parse().unwrap())
+        .collect();
+    let side = |cert: &str, addr: SocketAddr, allowed: &[&str], shard: u8, instance: u64| Side {
+        driver: driver(dir.path(), cert, addr, allowed)
+            .with_shard(shard)
+            .with_instance(instance),
         addr,
         events: vec![],
     };
     let mut mesh = Mesh {
         sides: vec![
-            side("a", addrs[0], &["b"], 0),
-            side("b", addrs[1], &["a"], 0),
-            side("a", addrs[2], &["b"], 1),
-            side("a", addrs[3], &["b"], 0),
+            side("a", addrs[0], &["b"], 0, 1),
+            side("b", addrs[1], &["a"], 0, 2),
+            side("a", addrs[2], &["b"], 1, 1),
+            side("a", addrs[3], &["b"], 1, 3), // another live process with a's certificate
+            side("a", addrs[4], &["b"], 0, 4), // a restarted a
         ],
-        dead: vec![false; 4],
+        dead: vec![false; 5],
     };
     let b_addr = addrs[1];
-    for i in [0, 2] {
+    let dial = |mesh: &mut Mesh, i: usize| {
         mesh.sides[i]
             .driver
             .connect("b", b_addr, Instant::now())
             .unwrap();
-    }
+    };
+    dial(&mut mesh, 0);
+    dial(&mut mesh, 2);
     assert!(
         mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
             .len()
             == 2),
         "b did not take a connection from each of a's shards"
     );
-    let from_shard: Vec<(ConnId, u8)> = established_on(&mesh.sides[1])
-        .into_iter()
-        .map(|c| (c, mesh.sides[1].driver.conn(c).unwrap().remote_shard()))
+    let first: Vec<ConnId> = established_on(&mesh.sides[1]);
+    let mut shards: Vec<u8> = first
+        .iter()
+        .map(|c| mesh.sides[1].driver.conn(*c).unwrap().remote_shard())
         .collect();
-    let mut shards: Vec<u8> = from_shard.iter().map(|(_, s)| *s).collect();
     shards.sort_unstable();
     assert_eq!(
         shards,
@@ -674,29 +673,40 @@ fn connections_from_different_shards_of_a_peer_coexist_and_are_replaced_one_by_o
     );
     assert_eq!(mesh.sides[1].driver.stats().duplicates_refused, 0);
 
-    // Shard 0's process dies silently; a new shard 0 dials: it replaces that one only.
+    // A second live process (its own instance) dials from shard 1: a's connections answer the
+    // liveness probe, so it is refused.
+    dial(&mut mesh, 3);
+    assert!(
+        mesh.run_until(Duration::from_secs(10), |m| closed_reason(&m.sides[3])
+            .is_some()),
+        "the second process was not refused"
+    );
+    let why = closed_reason(&mesh.sides[3]).unwrap();
+    assert!(why.contains("duplicate identity"), "{why}");
+
+    // a's process dies (both shards, silently); a new process dials: it replaces both.
     mesh.dead[0] = true;
-    mesh.sides[3]
-        .driver
-        .connect("b", b_addr, Instant::now())
-        .unwrap();
+    mesh.dead[2] = true;
+    dial(&mut mesh, 4);
     assert!(
         mesh.run_until(Duration::from_secs(10), |m| established_on(&m.sides[1])
             .len()
             == 3),
-        "b did not accept the restarted shard"
+        "b did not accept the restarted process"
     );
     let b = &mesh.sides[1];
-    assert_eq!(b.driver.stats().superseded, 1);
-    let (shard1, _) = from_shard.iter().find(|(_, s)| *s == 1).copied().unwrap();
-    assert!(
-        b.driver
-            .conn(shard1)
-            .is_some_and(|c| c.is_established() && c.is_live()),
-        "the connection of a's shard 1 was replaced too"
+    assert_eq!(
+        b.driver.stats().superseded,
+        2,
+        "both old connections replaced"
     );
-    assert!(
-        closed_reason(&mesh.sides[2]).is_none(),
-        "a's shard 1 lost its connection"
-    );
+    for c in first {
+        assert!(
+            b.driver
+                .conn(c)
+                .is_none_or(|c| !c.is_established() || !c.is_live()),
+            "an old connection was kept"
+        );
+    }
+    assert!(closed_reason(&mesh.sides[4]).is_none());
 }

@@ -3,10 +3,10 @@
 //! missing, user space can deliver each datagram to its owner without a table lookup.
 //!
 //! ```text
-//!  CID byte   0         1 .. 20
-//!           +---------+----------------------------------------+
-//!           | shard   | random: 19 bytes from a CSPRNG           |
-//!           +---------+----------------------------------------+
+//!  CID byte   0         1 .. 9                 9 .. 20
+//!           +---------+----------------------+----------------------------+
+//!           | shard   | instance (8 bytes)   | random: 11 bytes (CSPRNG)  |
+//!           +---------+----------------------+----------------------------+
 //! ```
 //!
 //! - Every CID rlinkd issues is [`CID_LEN`] (20) bytes: quiche parses short headers with the
@@ -14,6 +14,12 @@
 //! - Byte 0 is the issuing shard's index; a node has at most [`MAX_SHARDS`] shards. The receiving
 //!   node maps the byte to a shard with `byte % shards` ([`ShardCount::owner`]), so a byte
 //!   written by a node with more shards than the receiver still names a shard.
+//! - Bytes 1..9 are the issuing process's *instance*: a random number drawn once per process,
+//!   the same on all its shards. It tells a peer's other shards (same instance: each keeps its
+//!   connection) from another process holding the same certificate (another instance: a
+//!   restarted peer, whose old connections go once they fail a liveness probe, or a second live
+//!   process, which is refused). It makes a node's connections linkable on the wire, which the
+//!   fixed UDP 4-tuple between two nodes does anyway.
 //! - The rest is random, so CIDs stay unpredictable (RFC 9000 section 7.2 asks this of the
 //!   dialer's first destination CID) and collisions are negligible.
 //!
@@ -67,6 +73,8 @@ use rand::{CryptoRng, RngCore};
 pub const CID_LEN: usize = quiche::MAX_CONN_ID_LEN;
 /// Index of the shard byte inside a connection ID.
 pub const SHARD_BYTE: usize = 0;
+/// Where the process instance starts (8 bytes, big-endian).
+pub const INSTANCE_OFFSET: usize = 1;
 /// Most shards a node can have: one shard byte.
 pub const MAX_SHARDS: usize = 256;
 /// Offset of the destination CID in a short-header datagram (after the first byte).
@@ -110,7 +118,7 @@ impl ShardCount {
 pub struct ShardCid([u8; CID_LEN]);
 
 impl ShardCid {
-    /// A fresh CID for `shard` with the random part drawn from `rng`.
+    /// A fresh CID for `shard` with the instance and the random part drawn from `rng`.
     pub fn generate<R: RngCore + CryptoRng>(shard: u8, rng: &mut R) -> ShardCid {
         let mut b = [0u8; CID_LEN];
         rng.fill_bytes(&mut b);
@@ -118,9 +126,16 @@ impl ShardCid {
         ShardCid(b)
     }
 
-    /// A fresh CID for `shard` from the thread's CSPRNG.
+    /// A fresh CID for `shard` from the thread's CSPRNG (a random instance: for tests).
     pub fn random(shard: u8) -> ShardCid {
         Self::generate(shard, &mut rand::thread_rng())
+    }
+
+    /// A fresh CID for `shard` of process `instance`.
+    pub fn issue(shard: u8, instance: u64) -> ShardCid {
+        let mut c = Self::random(shard);
+        c.0[INSTANCE_OFFSET..INSTANCE_OFFSET + 8].copy_from_slice(&instance.to_be_bytes());
+        c
     }
 
     /// The shard byte: the issuing shard's index.
@@ -163,6 +178,24 @@ impl DialCids {
             dcid: ShardCid::random(dialer_shard),
         }
     }
+
+    /// The dialer's CIDs as a process `instance` issues them (the DCID is the acceptor's to
+    /// replace, so only the SCID carries the instance).
+    pub fn issue(dialer_shard: u8, instance: u64) -> DialCids {
+        DialCids {
+            scid: ShardCid::issue(dialer_shard, instance),
+            dcid: ShardCid::random(dialer_shard),
+        }
+    }
+}
+
+/// The process instance of a connection ID in rlinkd's layout (`None` when too short).
+pub fn cid_instance(cid: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = cid
+        .get(INSTANCE_OFFSET..INSTANCE_OFFSET + 8)?
+        .try_into()
+        .ok()?;
+    Some(u64::from_be_bytes(b))
 }
 
 /// The shard byte of a connection ID in rlinkd's layout (`None` for an empty one). Used on the

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use quiche::ConnectionId;
 
-use super::cid::{cid_shard, DialCids};
+use super::cid::{cid_instance, cid_shard, DialCids};
 
 use super::admission::Admission;
 use super::codes::ConnCode;
@@ -111,6 +111,18 @@ impl Conn {
         cid_shard(self.quic.destination_id().as_ref()).unwrap_or(0)
     }
 
+    /// The peer process's instance, from the same connection ID: connections of one peer with
+    /// different instances come from different processes.
+    pub fn remote_instance(&self) -> u64 {
+        cid_instance(self.quic.destination_id().as_ref()).unwrap_or(0)
+    }
+
+    /// Whether this connection and one from (`shard`, `instance`) of the same peer compete for
+    /// one place: the same shard of it, or another process holding its certificate.
+    pub fn competes_with(&self, shard: u8, instance: u64) -> bool {
+        self.remote_shard() == shard || self.remote_instance() != instance
+    }
+
     /// Not closing, closed or draining.
     pub fn is_live(&self) -> bool {
         !self.quic.is_closed() && !self.quic.is_draining() && self.quic.local_error().is_none()
@@ -189,6 +201,8 @@ pub struct QuicDriver {
     /// The shard this driver belongs to: every connection ID it issues carries it
     /// (`crate::quic::cid`), so the steering program brings the packets back here.
     shard: u8,
+    /// The process's instance, in every connection ID it issues (`crate::quic::cid`).
+    instance: u64,
 }
 
 impl QuicDriver {
@@ -213,12 +227,20 @@ impl QuicDriver {
             stateless: VecDeque::new(),
             probes: Vec::new(),
             shard: 0,
+            instance: rand::random(),
         }
     }
 
     /// The driver of shard `shard` (0 without shards): its connection IDs carry that shard.
     pub fn with_shard(mut self, shard: u8) -> Self {
         self.shard = shard;
+        self
+    }
+
+    /// The driver of a process whose shards share `instance` (default: a random one, as if each
+    /// driver were a process of its own).
+    pub fn with_instance(mut self, instance: u64) -> Self {
+        self.instance = instance;
         self
     }
 
@@ -261,7 +283,7 @@ impl QuicDriver {
     ) -> Result<ConnId, quiche::Error> {
         // Both IDs carry this shard: the peer's steering sends the Initial to its shard
         // `shard mod n` (the same pairing whatever its shard count) and our packets come back here.
-        let cids = DialCids::new(self.shard);
+        let cids = DialCids::issue(self.shard, self.instance);
         let scid = cids.scid.to_connection_id();
         let quic = quiche::connect_with_dcid(
             Some(peer),

@@ -200,6 +200,8 @@ impl Mailbox {
 /// the node, so a failure is reported before any shard runs), its inbox and every mailbox.
 pub struct ShardSetup {
     pub index: usize,
+    /// The process's instance, the same on every shard (`crate::quic::cid`).
+    pub instance: u64,
     pub shards: ShardCount,
     pub poll: Poll,
     pub inbox: Receiver<ShardMsg>,
@@ -254,7 +256,9 @@ impl MioShard {
             }
         }
         let shard = u8::try_from(setup.index).unwrap_or(u8::MAX);
-        let driver = ShardCore::<MioLocal>::driver_for(&cfg, udp.local_addr())?.with_shard(shard);
+        let driver = ShardCore::<MioLocal>::driver_for(&cfg, udp.local_addr())?
+            .with_shard(shard)
+            .with_instance(setup.instance);
         let local = MioLocal {
             registry: poll.registry().try_clone().map_err(NodeError::Poll)?,
             handed: listeners.iter().map(|_| VecDeque::new()).collect(),

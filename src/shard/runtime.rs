@@ -122,6 +122,9 @@ impl Node {
         // Each shard builds its loop on its own thread (after pinning, so its memory is local)
         // and says whether it could; the node is up when all have.
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(n.get());
+        // One per process, in every connection ID its shards issue: peers tell this process's
+        // shards from another process with the same certificate.
+        let instance: u64 = rand::random();
         let mut shards = Vec::new();
         let sockets = group.sockets.into_iter();
         for (index, ((socket, (poll, inbox)), listeners)) in sockets
@@ -131,6 +134,7 @@ impl Node {
         {
             let setup = ShardSetup {
                 index,
+                instance,
                 shards: n,
                 poll,
                 inbox,

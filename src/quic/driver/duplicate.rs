@@ -1,5 +1,6 @@
-//! Duplicate identities: at most one established connection per (peer, direction, the peer's
-//! shard) on a shard (with shards, one peer holds a connection per pair of shards). A newcomer
+//! Duplicate identities: on a shard, at most one established connection per (peer, direction,
+//! the peer's shard), all from one process of the peer (with shards, a peer holds a connection
+//! per pair of shards; the connection IDs name the peer's shard and process instance). A newcomer
 //! replaces the incumbent only if the incumbent does not answer a liveness probe: a restarted
 //! peer's old connection cannot answer, a second live process holding the same certificate can.
 //! The policy and its codes are in `docs/PROTOCOL.md`.
@@ -15,6 +16,7 @@ pub(super) struct Probe {
     peer: String,
     direction: Direction,
     remote_shard: u8,
+    remote_instance: u64,
     /// (connection, packets it had received when probed)
     incumbents: Vec<(ConnId, usize)>,
     pub(super) deadline: Instant,
@@ -29,13 +31,16 @@ impl QuicDriver {
         direction: Direction,
         now: Instant,
     ) {
-        let remote_shard = self.conns.get(&id).map_or(0, Conn::remote_shard);
+        let (remote_shard, remote_instance) = self
+            .conns
+            .get(&id)
+            .map_or((0, 0), |c| (c.remote_shard(), c.remote_instance()));
         // Checked first: even if the incumbent has just gone, the earlier newcomer gets the place.
-        if let Some(p) = self
-            .probes
-            .iter()
-            .find(|p| p.peer == peer && p.direction == direction && p.remote_shard == remote_shard)
-        {
+        if let Some(p) = self.probes.iter().find(|p| {
+            p.peer == peer
+                && p.direction == direction
+                && (p.remote_shard == remote_shard || p.remote_instance != remote_instance)
+        }) {
             let old = p.incumbents.first().map(|(o, _)| *o);
             self.refuse_duplicate(id, old, "a liveness probe of its connection is under way");
             return;
@@ -48,7 +53,7 @@ impl QuicDriver {
                     && c.state == State::Established
                     && c.direction == direction
                     && c.peer.as_deref() == Some(peer.as_str())
-                    && c.remote_shard() == remote_shard
+                    && c.competes_with(remote_shard, remote_instance)
                     && c.is_live()
             })
             .map(|(k, _)| *k)
@@ -78,6 +83,7 @@ impl QuicDriver {
             peer,
             direction,
             remote_shard,
+            remote_instance,
             incumbents: probed,
             deadline: now + wait,
             wait,

@@ -73,7 +73,7 @@ impl QuicDriver {
             return;
         }
         // The client's next Initial goes to this ID: it carries this shard, so it comes back here.
-        let new_scid = ShardCid::random(self.shard).to_connection_id();
+        let new_scid = ShardCid::issue(self.shard, self.instance).to_connection_id();
         let Some(token) = self.admission.mint(from, &hdr.dcid, &new_scid, now) else {
             self.stats.unparsable += 1;
             return;

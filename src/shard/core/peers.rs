@@ -48,9 +48,9 @@ impl Backoff {
 pub struct Peer {
     pub name: String,
     pub connect: Option<SocketAddr>,
-    /// Established connections (with the peer's shard at their other end), oldest first; new
-    /// links go on the newest.
-    pub conns: Vec<(ConnId, Direction, u8)>,
+    /// Established connections (with the peer's shard and process instance at their other
+    /// end), oldest first; new links go on the newest.
+    pub conns: Vec<(ConnId, Direction, (u8, u64))>,
     /// Our dial in progress.
     pub dialing: Option<ConnId>,
     /// Our dialed connection that completed its handshake, and since when.
@@ -83,18 +83,21 @@ impl Peer {
         self.conns.last().map(|(c, _, _)| *c)
     }
 
-    /// Older connections of the same direction and peer shard that `conn` replaces. The driver
-    /// establishes a second such connection only after the older one failed a liveness probe
-    /// (the peer restarted; the driver has closed it) or when the older one was closing anyway.
+    /// Older connections of the same direction that `conn` (from the peer's shard and process
+    /// `from`) replaces: the same shard of the peer, or another process of it. The driver
+    /// establishes such a connection only after the older ones failed a liveness probe (the peer
+    /// restarted; the driver has closed them) or when they were closing anyway.
     pub fn superseded_by(
         &self,
         conn: ConnId,
         direction: Direction,
-        remote_shard: u8,
+        from: (u8, u64),
     ) -> Vec<ConnId> {
         self.conns
             .iter()
-            .filter(|(c, d, s)| *c != conn && *d == direction && *s == remote_shard)
+            .filter(|(c, d, (shard, instance))| {
+                *c != conn && *d == direction && (*shard == from.0 || *instance != from.1)
+            })
             .map(|(c, _, _)| *c)
             .collect()
     }
@@ -126,10 +129,16 @@ impl<L: LocalIo> ShardCore<L> {
                     let Some(&i) = self.peer_index.get(&peer) else {
                         continue;
                     };
-                    let (addr, remote_shard) = self
+                    let (addr, remote_shard, remote_instance) = self
                         .driver
                         .conn(conn)
-                        .map(|c| (c.peer_addr.to_string(), c.remote_shard()))
+                        .map(|c| {
+                            (
+                                c.peer_addr.to_string(),
+                                c.remote_shard(),
+                                c.remote_instance(),
+                            )
+                        })
                         .unwrap_or_default();
                     let shard = self.driver.shard();
                     tracing::info!(peer = %peer, ?direction, %addr, shard, remote_shard, "peer connected");
@@ -143,9 +152,10 @@ impl<L: LocalIo> ShardCore<L> {
                     }
                     // The driver has closed them (they failed its liveness probe) or they were
                     // closing already; their links end with their Closed events.
-                    let old = p.superseded_by(conn, direction, remote_shard);
+                    let from = (remote_shard, remote_instance);
+                    let old = p.superseded_by(conn, direction, from);
                     p.conns.retain(|(c, _, _)| !old.contains(c));
-                    p.conns.push((conn, direction, remote_shard));
+                    p.conns.push((conn, direction, from));
                     self.open_waiting(i);
                 }
                 DriverEvent::Closed {

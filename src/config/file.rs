@@ -32,6 +32,16 @@ pub(crate) struct FileConfig {
     // Shards of the thread-per-core engine.
     pub shards: Option<u64>,
     pub cpus: Option<Vec<u64>>,
+
+    // The admin endpoint (metrics, health, readiness).
+    pub admin: Option<FileAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAdmin {
+    pub listen: String,
+    pub allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -79,6 +79,8 @@ pub struct NodeConfig {
     pub routes: Vec<RouteConfig>,
     /// `shards` and `cpus`.
     pub shards: ShardSettings,
+    /// `[admin]`: the metrics and health endpoint; `None` (the default) serves none.
+    pub admin: Option<AdminSettings>,
     /// The config file this came from (empty for [`NodeConfig::from_toml_str`]).
     pub source: PathBuf,
 }
@@ -212,6 +214,16 @@ pub struct ShardSettings {
     pub count: Option<usize>,
     /// `cpus`: shard `i` runs on `cpus[i]`; `None`: the affinity mask's CPUs in order.
     pub cpus: Option<Vec<usize>>,
+}
+
+/// The admin endpoint (`[admin]`): `/metrics`, `/healthz`, `/readyz` over HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `listen`: a loopback address unless `allow_remote` is set.
+    pub listen: SocketAddr,
+    /// `allow_remote`: serve on a non-loopback address (the metrics name peers, routes and
+    /// endpoints: keep them off the network unless something in front guards them).
+    pub allow_remote: bool,
 }
 
 /// Another node. Without `connect` this node only accepts that peer's connection.
@@ -498,6 +510,14 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
         cpus: file.cpus.map(|c| c.into_iter().map(index).collect()),
     };
 
+    let admin = match file.admin {
+        Some(a) => Some(AdminSettings {
+            listen: socket_addr("admin.listen", &a.listen)?,
+            allow_remote: a.allow_remote.unwrap_or(false),
+        }),
+        None => None,
+    };
+
     Ok(NodeConfig {
         node: file.node,
         log_level: file
@@ -516,6 +536,7 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
         links,
         routes,
         shards,
+        admin,
         source: source.to_path_buf(),
     })
 }

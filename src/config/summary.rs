@@ -103,6 +103,10 @@ impl NodeConfig {
             (Some(n), None) => writeln!(s, "shards: {n} on the affinity mask's CPUs in order")?,
             (None, None) => writeln!(s, "shards: one per CPU of the affinity mask")?,
         }
+        match &self.admin {
+            Some(a) => writeln!(s, "admin: http://{}/metrics, /healthz, /readyz", a.listen)?,
+            None => writeln!(s, "admin: off")?,
+        }
         let stats = match self.stats_interval {
             Some(d) => format!("every {}", format_duration(d)),
             None => "off".to_string(),

@@ -131,6 +131,7 @@ fn expected_example() -> NodeConfig {
             connect: LocalAddr::Tcp("127.0.0.1:19090".parse().unwrap()),
         }],
         shards: ShardSettings::default(),
+        admin: None,
         source: PathBuf::new(),
     }
 }
@@ -1060,4 +1061,23 @@ fn unknown_socket_owners_and_groups_are_refused_by_load() {
         "{MINIMAL}[[links]]\npeer = \"b\"\nlisten = \"unix:b.sock\"\nroute = \"r\"\nsocket_owner = \"root\"\nsocket_group = 0\n"
     );
     assert!(load_with(d, &toml).is_ok());
+}
+
+#[test]
+fn the_admin_endpoint_is_off_by_default_and_on_loopback_unless_allowed() {
+    assert_eq!(parse(MINIMAL).unwrap().admin, None);
+    let c = with("[admin]\nlisten = \"127.0.0.1:9464\"").unwrap();
+    let a = c.admin.unwrap();
+    assert_eq!(a.listen, "127.0.0.1:9464".parse().unwrap());
+    assert!(!a.allow_remote);
+    assert!(with("[admin]\nlisten = \"[::1]:9464\"").is_ok());
+    assert_invalid(
+        with("[admin]\nlisten = \"0.0.0.0:9464\""),
+        "admin.listen",
+        "not a loopback address",
+    );
+    let c = with("[admin]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true").unwrap();
+    assert!(c.admin.unwrap().allow_remote);
+    assert_invalid(with("[admin]\nlisten = \"here\""), "admin.listen", "host:port");
+    assert!(with("[admin]\nlisten = \"127.0.0.1:9464\"\nport = 1").is_err());
 }

@@ -63,6 +63,7 @@ impl NodeConfig {
         self.validate_quic()?;
         self.validate_relay()?;
         self.validate_shards()?;
+        self.validate_admin()?;
 
         if self.peers.is_empty() {
             return Err(ConfigError::invalid(
@@ -285,6 +286,27 @@ impl NodeConfig {
 }
 
 impl NodeConfig {
+    /// The admin endpoint stays on loopback unless `admin.allow_remote` says otherwise.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let Some(a) = &self.admin else { return Ok(()) };
+        if !a.listen.ip().to_canonical().is_loopback() && !a.allow_remote {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                format!(
+                    "{} is not a loopback address: the metrics name this node's peers, routes                      and endpoints; use 127.0.0.1 or [::1], or set admin.allow_remote = true                      if a firewall or proxy guards it",
+                    a.listen
+                ),
+            ));
+        }
+        if a.listen == self.quic.listen {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                "is the QUIC address (quic.listen): give the admin endpoint its own port",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_shards(&self) -> Result<(), ConfigError> {
         let s = &self.shards;
         if let Some(n) = s.count {

@@ -142,7 +142,11 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
     );
     let opened = counters(&mut r, "links_opened", "Links opened");
     let closed = counters(&mut r, "links_closed", "Links closed, by reason");
-    let frames = counters(&mut r, "link_frames", "RawSocket frames relayed (out: towards the peer from a link endpoint, towards the router on a route)");
+    let frames = counters(
+        &mut r,
+        "link_frames",
+        "RawSocket frames relayed, by direction (to_router, to_client)",
+    );
     let bytes = counters(
         &mut r,
         "link_bytes",
@@ -222,8 +226,8 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
                 closed.get_or_create(&l).inc_by(*n);
             }
             for (dir, f, b) in [
-                ("out", e.frames_out, e.bytes_out),
-                ("in", e.frames_in, e.bytes_in),
+                ("to_router", e.frames_to_router, e.bytes_to_router),
+                ("to_client", e.frames_to_client, e.bytes_to_client),
             ] {
                 let mut l = l.clone();
                 l.push(("direction".into(), dir.into()));
@@ -294,7 +298,7 @@ mod tests {
         });
         e.links_open = 2;
         e.links_closed.insert("clean", 3);
-        e.frames_out = 40;
+        e.frames_to_router = 40;
         s.endpoints.push(e);
         s.node.datagrams_sent = 30;
         s.node.send_calls = 3;
@@ -312,7 +316,7 @@ mod tests {
             "rlinkd_peer_packets_sent_total{peer=\"b\",shard=\"1\"} 10",
             "rlinkd_links_open{kind=\"link\",endpoint=\"links[0] unix:/run/rlinkd/b.sock\",shard=\"1\"} 2",
             "rlinkd_links_closed_total{kind=\"link\",endpoint=\"links[0] unix:/run/rlinkd/b.sock\",shard=\"1\",reason=\"clean\"} 3",
-            "rlinkd_link_frames_total{kind=\"link\",endpoint=\"links[0] unix:/run/rlinkd/b.sock\",shard=\"1\",direction=\"out\"} 40",
+            "rlinkd_link_frames_total{kind=\"link\",endpoint=\"links[0] unix:/run/rlinkd/b.sock\",shard=\"1\",direction=\"to_router\"} 40",
             "rlinkd_datagrams_per_send{shard=\"1\"} 10.0",
             "rlinkd_datagrams_dropped_total{shard=\"1\",reason=\"unparsable\"} 1",
             "rlinkd_draining{node=\"a\"} 0",

@@ -56,12 +56,12 @@ pub struct EndpointSnapshot {
     pub links_opened: u64,
     /// Links closed, by the reason's short name (`clean`, `stalled`, `peer_lost`, ...).
     pub links_closed: BTreeMap<&'static str, u64>,
-    /// Frames and bytes towards the router behind the route (or the peer, for a link endpoint:
-    /// what the local client sent) and back.
-    pub frames_out: u64,
-    pub frames_in: u64,
-    pub bytes_out: u64,
-    pub bytes_in: u64,
+    /// Frames and bytes (RawSocket headers included) towards the router (the one behind the
+    /// route, or the peer's for a link endpoint) and towards the client.
+    pub frames_to_router: u64,
+    pub frames_to_client: u64,
+    pub bytes_to_router: u64,
+    pub bytes_to_client: u64,
 }
 
 impl EndpointSnapshot {
@@ -71,10 +71,10 @@ impl EndpointSnapshot {
             links_open: 0,
             links_opened: 0,
             links_closed: BTreeMap::new(),
-            frames_out: 0,
-            frames_in: 0,
-            bytes_out: 0,
-            bytes_in: 0,
+            frames_to_router: 0,
+            frames_to_client: 0,
+            bytes_to_router: 0,
+            bytes_to_client: 0,
         }
     }
 }

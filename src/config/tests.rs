@@ -1078,6 +1078,10 @@ fn the_admin_endpoint_is_off_by_default_and_on_loopback_unless_allowed() {
     );
     let c = with("[admin]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true").unwrap();
     assert!(c.admin.unwrap().allow_remote);
-    assert_invalid(with("[admin]\nlisten = \"here\""), "admin.listen", "host:port");
+    assert_invalid(
+        with("[admin]\nlisten = \"here\""),
+        "admin.listen",
+        "host:port",
+    );
     assert!(with("[admin]\nlisten = \"127.0.0.1:9464\"\nport = 1").is_err());
 }

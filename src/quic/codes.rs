@@ -27,6 +27,19 @@ pub enum StreamCode {
 }
 
 impl StreamCode {
+    /// The code's name in metrics labels (`reason` of `rlinkd_links_closed_total`).
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            StreamCode::UnknownRoute => "unknown_route",
+            StreamCode::RouteUnreachable => "route_unreachable",
+            StreamCode::BadPreamble => "bad_preamble",
+            StreamCode::RawSocketViolation => "rawsocket_violation",
+            StreamCode::LocalAbort => "local_abort",
+            StreamCode::Shutdown => "shutdown",
+            StreamCode::Stalled => "stalled",
+        }
+    }
+
     pub fn from_code(code: u64) -> Option<StreamCode> {
         Some(match code {
             0x01 => StreamCode::UnknownRoute,

@@ -127,6 +127,35 @@ impl Conn {
     pub fn is_live(&self) -> bool {
         !self.quic.is_closed() && !self.quic.is_draining() && self.quic.local_error().is_none()
     }
+
+    /// The connection's transport figures (for the metrics).
+    pub fn figures(&self) -> ConnFigures {
+        let s = self.quic.stats();
+        let path = self.quic.path_stats().next();
+        ConnFigures {
+            rtt: path.as_ref().map(|p| p.rtt),
+            cwnd: path.as_ref().map(|p| p.cwnd as u64),
+            packets_sent: s.sent as u64,
+            packets_received: s.recv as u64,
+            packets_lost: s.lost as u64,
+            packets_retransmitted: s.retrans as u64,
+            bytes_sent: s.sent_bytes,
+            bytes_received: s.recv_bytes,
+        }
+    }
+}
+
+/// A connection's transport figures: its path's RTT and congestion window, and its totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnFigures {
+    pub rtt: Option<Duration>,
+    pub cwnd: Option<u64>,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    pub packets_retransmitted: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 /// What happened to connections since the last poll.

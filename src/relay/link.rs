@@ -67,6 +67,8 @@ pub struct Link<S> {
     /// When a link that waits (for its peer, its handshake, its route connect) gives up.
     pub deadline: Option<Instant>,
     pub opened: Instant,
+    /// The link endpoint (index in the configuration's `links`) a dialer link was accepted on.
+    pub endpoint: Option<usize>,
     /// The stream's send half is over: our FIN is queued, or the peer stopped reading.
     fin_sent: bool,
     /// The peer sent STOP_SENDING (or the stream was collected before our FIN): its code.
@@ -142,6 +144,7 @@ impl<S: LocalConn> Link<S> {
             connecting: false,
             deadline: None,
             opened: now,
+            endpoint: None,
             fin_sent: false,
             stopped_by_peer: None,
             reset_by_peer: None,
@@ -189,6 +192,11 @@ impl<S: LocalConn> Link<S> {
     /// Bytes in the relay buffer towards the local socket.
     pub fn buffered_to_local(&self) -> usize {
         self.to_local.buffered()
+    }
+
+    /// Bytes of memory the link's two relay buffers hold.
+    pub fn buffer_memory(&self) -> usize {
+        self.from_local.memory() + self.to_local.memory()
     }
 
     /// Why the link ended, when the peer ended a half of it (for the log line).

@@ -137,6 +137,11 @@ impl Pipe {
         self.end - self.start >= self.capacity
     }
 
+    /// Bytes of memory the buffer holds (it grows to `relay.buffer_size` on links that fill it).
+    pub fn memory(&self) -> usize {
+        self.buf.len() + self.prefix.len()
+    }
+
     /// Bytes in the buffer, checked or not, that have not gone to the sink yet.
     pub fn buffered(&self) -> usize {
         self.end - self.start + (self.prefix.len() - self.prefix_sent)

@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::core::{LocalEvent, ShardCore, ShardReport};
 use crate::addr::LocalAddr;
+use crate::admin::snapshot::{NodeCounters, ShardSnapshot};
 use crate::config::NodeConfig;
 use crate::io::local::{LocalListener, LocalStream};
 use crate::io::udp::{UdpSocket, MAX_GSO_BYTES};
@@ -53,6 +54,8 @@ pub enum NodeError {
     Steer(#[from] crate::io::steer::SteerError),
     #[error("cannot start shard {shard}: {source}")]
     Thread { shard: usize, source: io::Error },
+    #[error("admin endpoint {addr}: {source}")]
+    Admin { addr: SocketAddr, source: io::Error },
     #[error("shard {shard} ended: {reason}")]
     ShardLost { shard: usize, reason: String },
 }
@@ -167,6 +170,8 @@ pub enum ShardMsg {
     Stop,
     /// Send this shard's figures back.
     Report(Sender<ShardReport>),
+    /// Send this shard's metrics back (the admin endpoint).
+    Snapshot(Sender<ShardSnapshot>),
     /// A datagram for this shard's connections that reached another shard's socket.
     Datagram { bytes: Vec<u8>, from: SocketAddr },
     /// ICMP port unreachable for `addr` reached another shard (the kernel picks the socket).
@@ -354,6 +359,22 @@ impl MioShard {
         r
     }
 
+    /// This shard's metrics.
+    fn snapshot(&self) -> ShardSnapshot {
+        let io = self.udp.stats();
+        let mut node = NodeCounters {
+            datagrams_sent: io.datagrams_sent,
+            send_calls: io.send_calls,
+            datagrams_received: io.datagrams_received,
+            receive_calls: io.recv_calls,
+            datagrams_handed_over: self.handed_over,
+            ..Default::default()
+        };
+        node.datagrams_dropped
+            .insert("handoff_queue_full", self.handoff_dropped);
+        self.core.snapshot(node)
+    }
+
     /// Messages from the node and the other shards. Every one is taken each turn (the waker
     /// fires once for many).
     fn read_inbox(&mut self, now: Instant) {
@@ -362,6 +383,9 @@ impl MioShard {
                 ShardMsg::Stop => self.core.stop(now),
                 ShardMsg::Report(reply) => {
                     reply.send(self.report()).ok();
+                }
+                ShardMsg::Snapshot(reply) => {
+                    reply.send(self.snapshot()).ok();
                 }
                 ShardMsg::Datagram { mut bytes, from } => {
                     self.core.on_datagram(&mut bytes, from, now);

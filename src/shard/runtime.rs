@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,8 @@ use super::core::ShardReport;
 use super::mio_loop::{raise_fd_limit, Mailbox, MioShard, NodeError, ShardMsg, ShardSetup};
 use super::placement::{allowed_cpus, pin_current_thread, Placement};
 use crate::addr::LocalAddr;
+use crate::admin::snapshot::ShardSnapshot;
+use crate::admin::{AdminServer, AdminSource, NodeSnapshot, Readiness};
 use crate::config::NodeConfig;
 use crate::io::local::bind_for_shards;
 use crate::io::steer::{self, Steering};
@@ -50,6 +54,9 @@ pub struct Node {
     shards: Vec<ShardHandle>,
     events: Receiver<Event>,
     signals: signal_hook::iterator::Handle,
+    /// Set when the first stop signal starts the drain.
+    draining: Arc<AtomicBool>,
+    admin: Option<AdminServer>,
 }
 
 impl Node {
@@ -168,6 +175,8 @@ impl Node {
             shards,
             events,
             signals: handle,
+            draining: Arc::new(AtomicBool::new(false)),
+            admin: None,
         };
         let mut failure = None;
         for _ in 0..n.get() {
@@ -187,6 +196,33 @@ impl Node {
         if let Some(e) = failure {
             node.stop_all_now();
             return Err(e);
+        }
+        if let Some(a) = node.cfg.admin.clone() {
+            let source = Arc::new(NodeAdmin {
+                node: node.cfg.node.clone(),
+                mailboxes: node.shards.iter().map(|s| s.mailbox.clone()).collect(),
+                draining: Arc::clone(&node.draining),
+                dialed: node
+                    .cfg
+                    .peers
+                    .iter()
+                    .filter(|p| p.connect.is_some())
+                    .map(|p| p.name.clone())
+                    .collect(),
+            });
+            match AdminServer::start(a.listen, source) {
+                Ok(server) => {
+                    tracing::info!(addr = %server.local_addr(), "admin endpoint listening: /metrics, /healthz, /readyz");
+                    node.admin = Some(server);
+                }
+                Err(source) => {
+                    node.stop_all_now();
+                    return Err(NodeError::Admin {
+                        addr: a.listen,
+                        source,
+                    });
+                }
+            }
         }
         tracing::info!(node = %node.cfg.node, quic = %quic_addr, shards = n.get(), cpus = ?placement.cpus(), steering = matches!(group.steering, Steering::Kernel), "node listening");
         Ok(node)
@@ -218,9 +254,10 @@ impl Node {
                 ),
                 Ok(Event::Signal(SIGUSR1)) => self.log_stats(),
                 Ok(Event::Signal(_)) => {
-                    // The first one starts the drain (systemd hears STOPPING=1), a second one
-                    // ends it at once.
+                    // The first one starts the drain (systemd hears STOPPING=1, /readyz says
+                    // 503), a second one ends it at once.
                     crate::ops::notify::stopping();
+                    self.draining.store(true, Ordering::Relaxed);
                     self.tell_all(|| ShardMsg::Stop);
                 }
                 Ok(Event::Exited { shard, result }) => {
@@ -248,6 +285,16 @@ impl Node {
         self.signals.close();
         tracing::info!(node = %self.cfg.node, "stopped");
         failure.map_or(Ok(()), Err)
+    }
+
+    /// The admin endpoint's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// True once a stop signal started the drain.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     fn tell_all(&self, msg: impl Fn() -> ShardMsg) {
@@ -306,6 +353,75 @@ impl Node {
                 LocalAddr::Tcp(_) => None,
             })
             .collect()
+    }
+}
+
+/// What the admin endpoint reads: the shards, asked per request through their mailboxes.
+struct NodeAdmin {
+    node: String,
+    mailboxes: Vec<Mailbox>,
+    draining: Arc<AtomicBool>,
+    /// Peers this node dials (they must be connected for the node to be ready).
+    dialed: Vec<String>,
+}
+
+impl NodeAdmin {
+    fn shards(&self) -> Vec<ShardSnapshot> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let asked = self
+            .mailboxes
+            .iter()
+            .filter(|m| m.send(ShardMsg::Snapshot(tx.clone())))
+            .count();
+        drop(tx);
+        let deadline = Instant::now() + REPORT_WAIT;
+        let mut out = Vec::with_capacity(asked);
+        while out.len() < asked {
+            match rx.recv_deadline(deadline) {
+                Ok(s) => out.push(s),
+                Err(_) => break,
+            }
+        }
+        out.sort_by_key(|s| s.shard);
+        out
+    }
+}
+
+impl AdminSource for NodeAdmin {
+    fn snapshot(&self) -> NodeSnapshot {
+        NodeSnapshot {
+            node: self.node.clone(),
+            shards: self.shards(),
+            draining: self.draining.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Ready when every shard answers and has a connection to every peer this node dials (a
+    /// link accepted on any shard can then go out at once), and the node is not draining. The
+    /// listeners are bound before the endpoint starts.
+    fn readiness(&self) -> Readiness {
+        let shards = self.shards();
+        let mut missing = Vec::new();
+        if shards.len() < self.mailboxes.len() {
+            missing.push(format!(
+                "{} of {} shards did not answer",
+                self.mailboxes.len() - shards.len(),
+                self.mailboxes.len()
+            ));
+        }
+        for peer in &self.dialed {
+            let up = shards
+                .iter()
+                .filter(|s| s.peers.iter().any(|p| &p.name == peer && p.connections > 0))
+                .count();
+            if up < self.mailboxes.len() {
+                missing.push(format!(
+                    "{peer} ({up} of {} shards connected)",
+                    self.mailboxes.len()
+                ));
+            }
+        }
+        Readiness::new(self.draining.load(Ordering::Relaxed), Vec::new(), missing)
     }
 }
 

@@ -617,3 +617,64 @@ impl Drop for ScriptedRouter {
         }
     }
 }
+
+/// An admin endpoint on a free loopback port for `plan` (`[admin] listen`); returns its address.
+pub fn with_admin(plan: &mut NodePlan) -> std::net::SocketAddr {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_tcp_port().unwrap())
+        .parse()
+        .unwrap();
+    plan.top_extra
+        .push(format!("admin = {{ listen = \"{addr}\" }}"));
+    addr
+}
+
+/// `GET path` on an admin endpoint: (status, body); `None` when it does not answer.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: rlinkd\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// The value of the metric line that starts with `series` (name and labels, as exposed), summed
+/// over the lines that match (e.g. all shards when `series` leaves the shard label out and
+/// ends before it).
+pub fn metric(addr: std::net::SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (status, body) = http_get(addr, "/metrics")?;
+    if status != 200 {
+        return None;
+    }
+    let mut found = None;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels_text, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        if labels
+            .iter()
+            .all(|(k, v)| labels_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            let v: f64 = value.trim().parse().ok()?;
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}

@@ -7,38 +7,38 @@ use crate::quic::codes::StreamCode;
 use crate::relay::link::Role;
 use stall::StallVerdict;
 
-fn log_link_end<S: LocalConn>(link: &Link<S>, why: &str, failed: bool) {
+/// The link-closed event: fields (peer, route, realm, shard, frames and bytes each way, reason),
+/// so text and JSON logs carry the same facts.
+fn log_link_end<S: LocalConn>(link: &Link<S>, shard: u8, why: &str, failed: bool) {
     let c = link.counters();
     // The realm is the client's (from its HELLO): escaped, so it cannot forge a log line.
     let realm = link
         .realm()
         .map_or("-".to_string(), |r| escaped(r).to_string());
-    let dir = match link.role {
-        Role::Dialer { .. } => "out",
-        Role::Acceptor { .. } => "in",
-    };
-    let secs = link.opened.elapsed().as_secs_f64();
-    let dropped = if link.discarded > 0 {
-        format!(
-            "; {} bytes the local side sent after this node stopped relaying it were dropped",
-            link.discarded
-        )
-    } else {
-        String::new()
-    };
-    let msg = format!(
-        "link {dir} peer={} route={} realm={realm} to_router={}f/{}B to_client={}f/{}B after {secs:.1}s: {why}{dropped}",
-        link.role.peer(),
-        link.role.route(),
-        c.to_router_frames,
-        c.to_router_bytes,
-        c.to_client_frames,
-        c.to_client_bytes
-    );
-    if failed {
-        tracing::warn!("{msg}");
-    } else {
-        tracing::info!("{msg}");
+    let secs = (link.opened.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    macro_rules! event {
+        ($level:ident, $msg:literal) => {
+            tracing::$level!(
+                peer = %link.role.peer(),
+                route = %link.role.route(),
+                realm = %realm,
+                shard,
+                to_router_frames = c.to_router_frames,
+                to_router_bytes = c.to_router_bytes,
+                to_client_frames = c.to_client_frames,
+                to_client_bytes = c.to_client_bytes,
+                secs,
+                dropped_after_stop = link.discarded,
+                reason = %why,
+                $msg
+            )
+        };
+    }
+    match (&link.role, failed) {
+        (Role::Dialer { .. }, false) => event!(info, "link out closed"),
+        (Role::Dialer { .. }, true) => event!(warn, "link out failed"),
+        (Role::Acceptor { .. }, false) => event!(info, "link in closed"),
+        (Role::Acceptor { .. }, true) => event!(warn, "link in failed"),
     }
 }
 
@@ -111,9 +111,11 @@ impl<L: LocalIo> ShardCore<L> {
                     self.prune_finished_at = (self.finished_streams.len() * 2).max(1024);
                 }
             }
+            self.totals.closed(&link, "clean");
+            let shard = self.driver.shard();
             match link.peer_ending() {
-                Some(why) => log_link_end(&link, &why, false),
-                None => log_link_end(&link, "closed by both ends", false),
+                Some(why) => log_link_end(&link, shard, &why, false),
+                None => log_link_end(&link, shard, "closed by both ends", false),
             }
         }
     }
@@ -129,14 +131,16 @@ impl<L: LocalIo> ShardCore<L> {
             self.driver.reset_stream(cid, sid, code);
             self.driver.note_data_queued(cid);
         }
-        log_link_end(&link, why, true);
+        self.totals.closed(&link, code.metric_name());
+        log_link_end(&link, self.driver.shard(), why, true);
     }
 
     /// The connection under a link is gone: close the local side so the router reconnects.
     pub(super) fn close_link_quietly(&mut self, key: usize) {
         if let Some(link) = self.remove_link(key) {
             self.stats.links_closed += 1;
-            log_link_end(&link, "peer connection lost", false);
+            self.totals.closed(&link, "peer_lost");
+            log_link_end(&link, self.driver.shard(), "peer connection lost", false);
         }
     }
 }

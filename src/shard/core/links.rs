@@ -44,13 +44,14 @@ impl<L: LocalIo> ShardCore<L> {
                 peer: cfg.peer.clone(),
                 route: cfg.route.clone(),
             };
-            let link = Link::new(
+            let mut link = Link::new(
                 role,
                 sock,
                 self.cfg.relay.buffer_size,
                 self.cfg.relay.max_frame,
                 now,
             );
+            link.endpoint = Some(endpoint);
             if let Some(key) = self.insert_link(link, now + self.cfg.quic.connect_timeout) {
                 self.stats.links_opened += 1;
                 self.dirty.push(key);
@@ -74,6 +75,7 @@ impl<L: LocalIo> ShardCore<L> {
         }
         link.deadline = Some(deadline);
         self.deadlines.push(Reverse((deadline, key)));
+        self.totals.opened(&link);
         Some(self.links.insert(link))
     }
 

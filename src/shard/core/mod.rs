@@ -32,6 +32,7 @@
 mod drain;
 mod ends;
 mod links;
+mod metrics;
 mod peers;
 mod routes;
 mod stall;
@@ -112,6 +113,8 @@ pub struct ShardCore<L: LocalIo> {
     tx_conns: Vec<ConnId>,
     tx_next: usize,
     tx_round: bool,
+    /// Closed links' totals per link endpoint and route (for the metrics).
+    totals: metrics::Totals,
 }
 
 impl<L: LocalIo> ShardCore<L> {
@@ -166,6 +169,7 @@ impl<L: LocalIo> ShardCore<L> {
             .map(|r| (r.name.clone(), r.connect.clone()))
             .collect();
         let stalls = StallTracker::new(cfg.relay.stall_timeout, cfg.relay.stall_budget);
+        let totals = metrics::Totals::new(&cfg);
         ShardCore {
             stalls,
             next_stall_check: None,
@@ -191,6 +195,7 @@ impl<L: LocalIo> ShardCore<L> {
             tx_conns: Vec::new(),
             tx_next: 0,
             tx_round: false,
+            totals,
         }
     }
 

@@ -55,6 +55,8 @@ impl<L: LocalIo> ShardCore<L> {
                     .reset_stream(cid, sid, StreamCode::RouteUnreachable);
                 self.driver.note_data_queued(cid);
                 self.stats.route_failures += 1;
+                self.totals
+                    .refused(&p.route, StreamCode::RouteUnreachable.metric_name());
                 return;
             }
         };

@@ -1,0 +1,147 @@
+//! The admin endpoint scraped during traffic: readiness follows the peer and the drain, metrics
+//! count links, frames and connections per shard as users read them in Prometheus.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn metrics_and_readiness_follow_the_peer_the_links_and_the_drain() {
+    let EchoPair {
+        env,
+        router: _router,
+        mut a,
+        mut b,
+        ep,
+    } = echo_pair(FAST_QUIC);
+    let admin_a = with_admin(&mut a);
+    let admin_b = with_admin(&mut b);
+    let shards = node_shards() as f64;
+
+    // a dials b, which is not running yet: a answers but is not ready, and says why.
+    let mut node_a = env.start(&a);
+    assert!(
+        wait_until(Duration::from_secs(10), || http_get(admin_a, "/healthz")
+            .is_some_and(|(s, _)| s == 200)),
+        "no /healthz"
+    );
+    let (status, body) = http_get(admin_a, "/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("\"peers_not_connected\":[\"b (0 of"),
+        "{body}"
+    );
+
+    let mut node_b = env.start(&b);
+    assert!(
+        wait_until(CONNECT_WAIT, || http_get(admin_a, "/readyz")
+            .is_some_and(|(s, _)| s == 200)),
+        "a never became ready: {:?}",
+        http_get(admin_a, "/readyz")
+    );
+    // b dials nobody: ready as soon as it listens.
+    assert_eq!(http_get(admin_b, "/readyz").unwrap().0, 200);
+    assert_eq!(
+        metric(admin_a, "rlinkd_peer_up", &[("peer", "b")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(admin_a, "rlinkd_peer_connections", &[("peer", "b")]),
+        Some(shards),
+        "one connection per shard"
+    );
+    assert!(metric(admin_a, "rlinkd_peer_rtt_seconds", &[("peer", "b")]).is_some_and(|v| v > 0.0));
+
+    // One link with traffic: counted open on a's endpoint and b's route, frames each way.
+    let mut c = client(&ep, hs(15));
+    let payloads: Vec<Vec<u8>> = (0..10).map(|i| pattern(1_000, i)).collect();
+    echo_on(&mut c, &payloads).unwrap();
+    let link = [("kind", "link")];
+    assert_eq!(metric(admin_a, "rlinkd_links_open", &link), Some(1.0));
+    assert_eq!(
+        metric(
+            admin_b,
+            "rlinkd_links_open",
+            &[("kind", "route"), ("endpoint", "echo")]
+        ),
+        Some(1.0)
+    );
+    let to_router = [("kind", "link"), ("direction", "to_router")];
+    // The client's HELLO-less frames: 10 each way, plus nothing else.
+    assert_eq!(
+        metric(admin_a, "rlinkd_link_frames_total", &to_router),
+        Some(10.0)
+    );
+    assert!(metric(admin_a, "rlinkd_peer_sent_bytes_total", &[("peer", "b")]).unwrap() > 10_000.0);
+    drop(c);
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            admin_a,
+            "rlinkd_links_closed_total",
+            &[("kind", "link"), ("reason", "clean")]
+        ) == Some(1.0)),
+        "the closed link is not counted: {:?}",
+        http_get(admin_a, "/metrics")
+    );
+    assert_eq!(metric(admin_a, "rlinkd_links_open", &link), Some(0.0));
+    assert_eq!(
+        metric(admin_a, "rlinkd_link_frames_total", &to_router),
+        Some(10.0)
+    );
+    assert_eq!(
+        metric(admin_a, "rlinkd_links_opened_total", &link),
+        Some(1.0)
+    );
+    assert!(metric(admin_a, "rlinkd_datagrams_sent_total", &[]).unwrap() > 0.0);
+    assert_eq!(metric(admin_a, "rlinkd_shards", &[]), Some(shards));
+
+    // A link whose client stops mid-frame keeps b draining (it waits for the frame's end): b
+    // says so in /readyz while it still answers.
+    let raw = RawConn::connect(&ep);
+    raw.write(&hs(15).encode()).unwrap();
+    raw.read_exact(4, IO_WAIT).unwrap();
+    raw.write(&frame(&pattern(5_000, 9))[..2_000]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            admin_b,
+            "rlinkd_links_open",
+            &[]
+        ) == Some(1.0)),
+        "the half-sent link did not reach b"
+    );
+    node_b.signal(libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(5), || http_get(admin_b, "/readyz")
+            .is_some_and(
+                |(s, body)| s == 503 && body.contains("\"draining\":true")
+            )),
+        "b's /readyz does not say it drains: {:?}",
+        http_get(admin_b, "/readyz")
+    );
+    assert_eq!(metric(admin_b, "rlinkd_draining", &[]), Some(1.0));
+    drop(raw);
+    assert!(
+        node_b.wait_exit(Duration::from_secs(15)).is_some(),
+        "b did not stop"
+    );
+    node_a.stop();
+}
+
+#[test]
+fn a_remote_admin_address_is_refused_unless_allowed() {
+    let env = Env::new(&["a"]);
+    let mut plan = rlinkd::cluster::NodePlan::new("a", rlinkd::cluster::free_udp_port().unwrap());
+    plan.peers.push(("b".into(), None));
+    plan.top_extra
+        .push("admin = { listen = \"0.0.0.0:9464\" }".into());
+    let cfg = env.path("a.toml");
+    std::fs::write(&cfg, plan.to_toml(&env.certs)).unwrap();
+    let (ok, _out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()], Duration::from_secs(10));
+    assert!(!ok);
+    assert!(
+        err.contains("admin.listen") && err.contains("loopback"),
+        "{err}"
+    );
+}

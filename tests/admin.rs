@@ -138,7 +138,10 @@ fn a_remote_admin_address_is_refused_unless_allowed() {
         .push("admin = { listen = \"0.0.0.0:9464\" }".into());
     let cfg = env.path("a.toml");
     std::fs::write(&cfg, plan.to_toml(&env.certs)).unwrap();
-    let (ok, _out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()], Duration::from_secs(10));
+    let (ok, _out, err) = run_cli(
+        &["check", "--config", cfg.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
     assert!(!ok);
     assert!(
         err.contains("admin.listen") && err.contains("loopback"),

@@ -31,6 +31,8 @@ pub struct NodePlan {
     pub relay_extra: Vec<String>,
     /// Start the process with this open-files limit (soft and hard), through `prlimit`.
     pub fd_limit: Option<u64>,
+    /// `[admin] listen`: where tests and the bench read the node's figures.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl NodePlan {
@@ -45,6 +47,7 @@ impl NodePlan {
             top_extra: Vec::new(),
             relay_extra: Vec::new(),
             fd_limit: None,
+            admin: None,
         }
     }
 
@@ -54,6 +57,9 @@ impl NodePlan {
         let _ = writeln!(t, "node = {:?}", self.name);
         for l in &self.top_extra {
             let _ = writeln!(t, "{l}");
+        }
+        if let Some(a) = self.admin {
+            let _ = writeln!(t, "admin = {{ listen = \"{a}\" }}");
         }
         let _ = writeln!(t, "\n[quic]\nlisten = \"127.0.0.1:{}\"", self.quic_port);
         for (k, f) in [
@@ -108,11 +114,65 @@ pub fn free_tcp_port() -> io::Result<u16> {
         .port())
 }
 
+/// A loopback address with a port that was free a moment ago, for an admin endpoint.
+pub fn free_admin_addr() -> io::Result<std::net::SocketAddr> {
+    Ok(std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?)))
+}
+
+/// `GET path` on an admin endpoint: (status, body); `None` when it does not answer.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: rlinkd\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// The sum of the samples of metric `name` (as exposed, e.g. `rlinkd_links_open` or
+/// `rlinkd_link_frames_total`) whose labels include every pair of `labels`, from one scrape of
+/// the admin endpoint at `addr`; `None` when it does not answer or has no such sample.
+pub fn metric(addr: std::net::SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (status, body) = http_get(addr, "/metrics")?;
+    if status != 200 {
+        return None;
+    }
+    let mut found = None;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels_text, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some(lv) => lv,
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        if labels
+            .iter()
+            .all(|(k, v)| labels_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            let v: f64 = value.trim().parse().ok()?;
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
 /// A running `rlinkd run` child process. Dropping it kills it.
 pub struct NodeProcess {
     pub name: String,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The admin endpoint, when the plan gave one.
+    pub admin: Option<std::net::SocketAddr>,
     exe: PathBuf,
     fd_limit: Option<u64>,
     child: Option<Child>,
@@ -130,6 +190,7 @@ impl NodeProcess {
             name: plan.name.clone(),
             log,
             config,
+            admin: plan.admin,
             exe: exe.to_path_buf(),
             fd_limit: plan.fd_limit,
             child: None,

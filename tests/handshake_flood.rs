@@ -202,9 +202,9 @@ fn restart_during_flood(mode: Mode) {
         took < Duration::from_secs(2),
         "{mode:?}: the restarted peer took {took:?} to reconnect during the flood"
     );
-    // The flood is visible in b's stats line, and refusals are summarised, not logged one by one.
-    wait_next_stats(&node_b, Duration::from_secs(5));
-    let retries = stats_counter(&node_b, "retries sent");
+    // The flood is visible in b's metrics, and refusals are summarised, not logged one by one.
+    let counter = |name| node_metric(&node_b, name, &[]).expect("metrics") as u64;
+    let retries = counter("rlinkd_handshake_retries_sent_total");
     assert!(
         retries >= RATE as u64,
         "node b answered {retries} Initials with a Retry"
@@ -217,7 +217,7 @@ fn restart_during_flood(mode: Mode) {
         "{summaries} summary lines in {flooded_for:?}: more than one a second per shard"
     );
     if mode == Mode::Mixed {
-        let failed = stats_counter(&node_b, "failed");
+        let failed = counter("rlinkd_handshake_errors_total");
         assert!(failed > 0, "node b counted no failed handshakes");
         let line = find_line(&node_b, &["incoming handshakes refused in the last"])
             .expect("a summary of the refused handshakes");
@@ -229,26 +229,6 @@ fn restart_during_flood(mode: Mode) {
     assert!(node_a.is_running() && node_b.is_running());
 }
 
-/// The number before `label` in the last stats line of `node`.
-fn stats_counter(node: &rlinkd::cluster::NodeProcess, label: &str) -> u64 {
-    let log = node.log_text();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("stats: peers"))
-        .expect("a stats line");
-    let tail = line
-        .split("incoming handshakes: ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no handshake counters in {line}"));
-    tail.split(", ")
-        .find_map(|part| {
-            part.strip_suffix(label)
-                .or_else(|| part.split(';').next()?.strip_suffix(label))
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {label:?} counter in {line}"))
-}
 
 #[test]
 fn a_restarted_peer_reconnects_during_a_flood_of_unauthenticated_handshakes() {

@@ -68,11 +68,6 @@ fn route_through(a: &mut NodePlan, relay: SocketAddr) {
 }
 
 /// The open link count in `node`'s last stats line.
-fn open_links(node: &NodeProcess) -> Option<u64> {
-    let log = node.log_text();
-    let line = log.lines().rev().find(|l| l.contains("stats: peers"))?;
-    line.split("links ").nth(1)?.split(' ').next()?.parse().ok()
-}
 
 /// Payload sizes of link `i`: every link sends empty, tiny, one-datagram and multi-datagram
 /// messages; two links also 1 MiB and a few others 64 or 300 KiB, so that together the sizes
@@ -288,12 +283,11 @@ fn a_black_hole_longer_than_the_idle_timeout_closes_the_links_and_they_return() 
         lp.pair.router.stats().active
     );
     for node in [&lp.node_a, &lp.node_b] {
-        wait_next_stats(node, Duration::from_secs(5));
         assert!(
-            wait_until(Duration::from_secs(5), || open_links(node) == Some(0)),
+            wait_until(Duration::from_secs(5), || links_open(node) == Some(0)),
             "node {} still reports open links: {:?}",
             node.name,
-            open_links(node)
+            links_open(node)
         );
     }
 

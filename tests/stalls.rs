@@ -123,21 +123,13 @@ fn stall_cluster(relay: &[&str]) -> StallCluster {
     }
 }
 
-/// The number before `what` ("stalled now", "holding credit") in the last stats line.
-fn stats_count(node: &NodeProcess, what: &str) -> u64 {
-    let log = node.log_text();
-    let Some(line) = log.lines().rev().find(|l| l.contains("stats: peers")) else {
-        return 0;
-    };
-    line.split(&format!(" {what}"))
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+/// A node-wide gauge from `node`'s metrics (0 when it does not answer).
+fn gauge(node: &NodeProcess, name: &str) -> u64 {
+    node_metric(node, name, &[]).map_or(0, |v| v as u64)
 }
 
 fn stalled_now(node: &NodeProcess) -> u64 {
-    stats_count(node, "stalled now")
+    gauge(node, "rlinkd_links_stalled")
 }
 
 /// A link into the sink: its client writes frames (from a thread) until the path is full.
@@ -280,10 +272,7 @@ fn over_budget(route: &str) {
     for i in 0..8u64 {
         links.push(sink_link(&ep, &c.stop));
         assert!(
-            wait_until(Duration::from_secs(20), || stats_count(
-                &node_b,
-                "holding credit"
-            ) > i
+            wait_until(Duration::from_secs(20), || gauge(&node_b, "rlinkd_links_holding_credit") > i
                 || count_lines(&node_b, &["stall_budget"]) > 0),
             "link {i} does not hold credit"
         );

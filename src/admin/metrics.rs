@@ -196,6 +196,10 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
         "Incoming QUIC handshakes that failed or timed out",
     );
     let buffers = gauges(&mut r, "buffer_bytes", "Bytes of relay buffers held");
+    let retries = counters(&mut r, "handshake_retries_sent", "Initials answered with a Retry (address validation)");
+    let waiting = gauges(&mut r, "route_connects_waiting", "Streams whose route connect waits for a retry (router backlog full)");
+    let stalled = gauges(&mut r, "links_stalled", "Links whose local socket takes no byte while bytes wait for it");
+    let holding = gauges(&mut r, "links_holding_credit", "Links holding flow-control credit (relay.stall_budget)");
 
     for s in &snap.shards {
         let shard = s.shard.to_string();
@@ -264,6 +268,10 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
         handed.get_or_create(&l).inc_by(n.datagrams_handed_over);
         hs_err.get_or_create(&l).inc_by(n.handshake_errors);
         buffers.get_or_create(&l).set(clamp(n.buffer_bytes));
+        retries.get_or_create(&l).inc_by(n.retries_sent);
+        waiting.get_or_create(&l).set(clamp(n.routes_waiting));
+        stalled.get_or_create(&l).set(clamp(n.links_stalled));
+        holding.get_or_create(&l).set(clamp(n.links_holding_credit));
     }
     let mut out = String::new();
     // Writing into a String cannot fail.

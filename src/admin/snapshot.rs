@@ -94,6 +94,14 @@ pub struct NodeCounters {
     pub peers_refused: BTreeMap<&'static str, u64>,
     /// Incoming handshakes that failed or timed out.
     pub handshake_errors: u64,
+    /// Initials without a token answered with a Retry (address validation).
+    pub retries_sent: u64,
+    /// Streams whose route connect waits for a retry (the router's backlog was full).
+    pub routes_waiting: u64,
+    /// Links whose local socket takes no byte while bytes wait for it.
+    pub links_stalled: u64,
+    /// Links holding flow-control credit (see `relay.stall_budget`).
+    pub links_holding_credit: u64,
     /// Bytes of relay buffers this shard holds.
     pub buffer_bytes: u64,
 }
@@ -119,6 +127,10 @@ impl NodeSnapshot {
             t.receive_calls += n.receive_calls;
             t.datagrams_handed_over += n.datagrams_handed_over;
             t.handshake_errors += n.handshake_errors;
+            t.retries_sent += n.retries_sent;
+            t.routes_waiting += n.routes_waiting;
+            t.links_stalled += n.links_stalled;
+            t.links_holding_credit += n.links_holding_credit;
             t.buffer_bytes += n.buffer_bytes;
             add_all(&mut t.datagrams_dropped, &n.datagrams_dropped);
             add_all(&mut t.peers_refused, &n.peers_refused);

@@ -17,6 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rlinkd::addr::LocalAddr;
+#[allow(unused_imports)] // each test binary uses its own part of this module
+pub use rlinkd::cluster::{http_get, metric};
 use rlinkd::cluster::{free_tcp_port, free_udp_port, wait_for_log, NodePlan, NodeProcess};
 use rlinkd::endpoints::{ClientError, EchoRouter, LocalStream, RawSocketClient, RouterOptions};
 use rlinkd::rawsocket::{ClientHandshake, FrameHeader, MaxLen, Serializer};
@@ -98,6 +100,8 @@ impl Env {
     /// otherwise (CI runs the suite with 1 and with 2); without it, the node's default.
     pub fn start_with_certs(&self, plan: &NodePlan, certs: &Path) -> NodeProcess {
         let mut plan = plan.clone();
+        // Every test node serves its figures: tests read them there, not in log lines.
+        with_admin(&mut plan);
         if let Some(n) = test_shards() {
             if !plan.top_extra.iter().any(|l| l.starts_with("shards")) {
                 plan.top_extra.push(format!("shards = {n}"));
@@ -232,28 +236,15 @@ pub fn expect_connected(a: &NodeProcess, b: &NodeProcess) {
     expect_log(b, "peer connected", CONNECT_WAIT);
 }
 
-/// From the last stats line of `node`: (unparsable, unknown connection) dropped datagrams.
+/// `node`'s datagrams dropped as (unparsable, unknown connection), from its metrics.
 pub fn dropped_datagrams(node: &NodeProcess) -> Option<(u64, u64)> {
-    let log = node.log_text();
-    let line = log.lines().rev().find(|l| l.contains("stats: peers"))?;
-    let tail = line.split("dropped datagrams: ").nth(1)?;
-    let mut nums = tail
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<u64>().ok());
-    Some((nums.next()??, nums.next()??))
+    let dropped = |reason| {
+        node_metric(node, "rlinkd_datagrams_dropped_total", &[("reason", reason)])
+            .map(|v| v as u64)
+    };
+    Some((dropped("unparsable")?, dropped("unknown_connection")?))
 }
 
-/// Waits for `node` to log a stats line after the ones it has logged so far (needs
-/// `stats_interval` set), so that counters read afterwards include everything done until now.
-pub fn wait_next_stats(node: &NodeProcess, timeout: Duration) {
-    let before = count_lines(node, &["stats: peers"]);
-    assert!(
-        wait_until(timeout, || count_lines(node, &["stats: peers"]) > before),
-        "node {} logged no stats line within {timeout:?}",
-        node.name
-    );
-}
 
 /// How many lines of `node`'s log contain every one of `needles`.
 pub fn count_lines(node: &NodeProcess, needles: &[&str]) -> usize {
@@ -536,23 +527,17 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> (bool, String, String) {
     }
 }
 
-/// From the last stats line of `node`: how many links it holds open (needs `stats_interval`).
+/// How many links `node` holds open, from its metrics.
 pub fn links_open(node: &NodeProcess) -> Option<u64> {
-    let log = node.log_text();
-    let line = log.lines().rev().find(|l| l.contains("stats: peers"))?;
-    let tail = line.split("links ").nth(1)?;
-    tail.split(' ').next()?.parse().ok()
+    node_metric(node, "rlinkd_links_open", &[]).map(|v| v as u64)
 }
 
-/// From the last stats line of `node`: route connects waiting for a retry.
+/// Route connects `node` has waiting for a retry, from its metrics.
 pub fn routes_waiting(node: &NodeProcess) -> Option<u64> {
-    let log = node.log_text();
-    let line = log.lines().rev().find(|l| l.contains("stats: peers"))?;
-    let tail = line.split("route retries ").nth(1)?;
-    tail.split('(').nth(1)?.split(' ').next()?.parse().ok()
+    node_metric(node, "rlinkd_route_connects_waiting", &[]).map(|v| v as u64)
 }
 
-/// Waits until the latest stats lines of `node` say it holds no link (and no route connect
+/// Waits until `node`'s metrics say it holds no link (and no route connect
 /// waits to become one).
 pub fn expect_no_links(node: &NodeProcess, timeout: Duration) {
     let ok = wait_until(timeout, || {
@@ -618,63 +603,19 @@ impl Drop for ScriptedRouter {
     }
 }
 
-/// An admin endpoint on a free loopback port for `plan` (`[admin] listen`); returns its address.
+/// An admin endpoint on a free loopback port for `plan`; returns its address.
 pub fn with_admin(plan: &mut NodePlan) -> std::net::SocketAddr {
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_tcp_port().unwrap())
-        .parse()
-        .unwrap();
-    plan.top_extra
-        .push(format!("admin = {{ listen = \"{addr}\" }}"));
-    addr
+    *plan
+        .admin
+        .get_or_insert_with(|| rlinkd::cluster::free_admin_addr().unwrap())
 }
 
-/// `GET path` on an admin endpoint: (status, body); `None` when it does not answer.
-pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: rlinkd\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+/// The node's admin endpoint (every node a test starts through [`Env`] has one).
+pub fn admin_of(node: &NodeProcess) -> std::net::SocketAddr {
+    node.admin.expect("the node was started without an admin endpoint")
 }
 
-/// The value of the metric line that starts with `series` (name and labels, as exposed), summed
-/// over the lines that match (e.g. all shards when `series` leaves the shard label out and
-/// ends before it).
-pub fn metric(addr: std::net::SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let (status, body) = http_get(addr, "/metrics")?;
-    if status != 200 {
-        return None;
-    }
-    let mut found = None;
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (labels_text, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once("} ") {
-                Some((l, v)) => (l, v),
-                None => continue,
-            },
-            None => match rest.strip_prefix(' ') {
-                Some(v) => ("", v),
-                None => continue,
-            },
-        };
-        if labels
-            .iter()
-            .all(|(k, v)| labels_text.contains(&format!("{k}=\"{v}\"")))
-        {
-            let v: f64 = value.trim().parse().ok()?;
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
+/// The sum of metric `name`'s samples with `labels` on `node` (see [`rlinkd::cluster::metric`]).
+pub fn node_metric(node: &NodeProcess, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metric(admin_of(node), name, labels)
 }

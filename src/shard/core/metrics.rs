@@ -154,6 +154,10 @@ impl<L: LocalIo> ShardCore<L> {
             *node.peers_refused.entry(reason).or_insert(0) += n;
         }
         node.handshake_errors += d.handshakes_failed + d.handshakes_timed_out;
+        node.retries_sent += d.retries_sent;
+        node.routes_waiting += self.pending_routes.len() as u64;
+        node.links_stalled += self.stalls.stalled() as u64;
+        node.links_holding_credit += self.stalls.holding() as u64;
         node.buffer_bytes += buffers;
         ShardSnapshot {
             shard: usize::from(self.driver.shard()),

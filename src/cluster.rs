@@ -116,7 +116,10 @@ pub fn free_tcp_port() -> io::Result<u16> {
 
 /// A loopback address with a port that was free a moment ago, for an admin endpoint.
 pub fn free_admin_addr() -> io::Result<std::net::SocketAddr> {
-    Ok(std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?)))
+    Ok(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        free_tcp_port()?,
+    )))
 }
 
 /// `GET path` on an admin endpoint: (status, body); `None` when it does not answer.
@@ -124,7 +127,11 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)>
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: rlinkd\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: rlinkd\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split(' ').nth(1)?.parse().ok()?;

@@ -229,7 +229,6 @@ fn restart_during_flood(mode: Mode) {
     assert!(node_a.is_running() && node_b.is_running());
 }
 
-
 #[test]
 fn a_restarted_peer_reconnects_during_a_flood_of_unauthenticated_handshakes() {
     restart_during_flood(Mode::Mixed);

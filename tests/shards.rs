@@ -4,9 +4,7 @@
 
 mod common;
 
-
 use common::*;
-
 
 /// A two-shard pair (with `quic` lines), links through endpoints of both kinds, traffic on
 /// each; returns the nodes' hand-over counts after a stats line that follows the traffic.

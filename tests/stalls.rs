@@ -272,7 +272,10 @@ fn over_budget(route: &str) {
     for i in 0..8u64 {
         links.push(sink_link(&ep, &c.stop));
         assert!(
-            wait_until(Duration::from_secs(20), || gauge(&node_b, "rlinkd_links_holding_credit") > i
+            wait_until(Duration::from_secs(20), || gauge(
+                &node_b,
+                "rlinkd_links_holding_credit"
+            ) > i
                 || count_lines(&node_b, &["stall_budget"]) > 0),
             "link {i} does not hold credit"
         );

@@ -196,10 +196,26 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
         "Incoming QUIC handshakes that failed or timed out",
     );
     let buffers = gauges(&mut r, "buffer_bytes", "Bytes of relay buffers held");
-    let retries = counters(&mut r, "handshake_retries_sent", "Initials answered with a Retry (address validation)");
-    let waiting = gauges(&mut r, "route_connects_waiting", "Streams whose route connect waits for a retry (router backlog full)");
-    let stalled = gauges(&mut r, "links_stalled", "Links whose local socket takes no byte while bytes wait for it");
-    let holding = gauges(&mut r, "links_holding_credit", "Links holding flow-control credit (relay.stall_budget)");
+    let retries = counters(
+        &mut r,
+        "handshake_retries_sent",
+        "Initials answered with a Retry (address validation)",
+    );
+    let waiting = gauges(
+        &mut r,
+        "route_connects_waiting",
+        "Streams whose route connect waits for a retry (router backlog full)",
+    );
+    let stalled = gauges(
+        &mut r,
+        "links_stalled",
+        "Links whose local socket takes no byte while bytes wait for it",
+    );
+    let holding = gauges(
+        &mut r,
+        "links_holding_credit",
+        "Links holding flow-control credit (relay.stall_budget)",
+    );
 
     for s in &snap.shards {
         let shard = s.shard.to_string();

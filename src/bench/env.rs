@@ -15,7 +15,7 @@ use super::router::{RouterMode, RouterReport};
 use super::stream::{tls_connector, ROUTER_NAME};
 use super::{Transport, Variant, PAYLOAD_1500};
 use crate::addr::LocalAddr;
-use crate::cluster::{free_tcp_port, free_udp_port, wait_for_log, NodePlan, NodeProcess};
+use crate::cluster::{free_tcp_port, free_udp_port, NodePlan, NodeProcess};
 
 /// The router emulator child process.
 pub struct RouterProc {
@@ -242,18 +242,21 @@ impl Env {
                     .push(("b".into(), link_addr.clone(), "router".into()));
                 a.quic_extra = extra.clone();
                 a.top_extra.push("stats_interval = \"0s\"".into());
+                a.admin = Some(crate::cluster::free_admin_addr()?);
                 let mut b = NodePlan::new("b", pb);
                 b.peers.push(("a".into(), None));
                 b.routes.push(("router".into(), router_addr));
                 b.quic_extra = extra;
                 b.top_extra.push("stats_interval = \"0s\"".into());
+                b.admin = Some(crate::cluster::free_admin_addr()?);
                 if let Some(n) = v.shards {
                     a.top_extra.push(format!("shards = {n}"));
                     b.top_extra.push(format!("shards = {n}"));
                 }
                 let node_b = NodeProcess::start(o.exe, o.dir, o.certs, &b)?;
                 let node_a = NodeProcess::start(o.exe, o.dir, o.certs, &a)?;
-                if !wait_for_log(&node_a, "peer connected", Duration::from_secs(10)) {
+                // Ready: a's shards are all connected to b (its /readyz says 200).
+                if !wait_ready(a.admin, Duration::from_secs(10)) {
                     return Err(io::Error::other(format!(
                         "rlinkd a did not connect to b:\n{}",
                         node_a.log_text()
@@ -315,45 +318,45 @@ impl Env {
 
     /// Stops the nodes and returns their UDP counters parsed from the final stats line:
     /// (node, datagrams sent, send calls, datagrams received, receive calls).
+    /// Each rlinkd node's UDP counters (datagrams sent, send calls, datagrams received, receive
+    /// calls), read from its admin endpoint, then the nodes stopped.
     pub fn stop_nodes(&mut self) -> Vec<(String, [u64; 4])> {
         let mut out = Vec::new();
         for n in &mut self.nodes {
-            n.stop();
-            if let Some(c) = parse_udp_counters(&n.log_text()) {
+            if let Some(c) = n.admin.and_then(udp_counters) {
                 out.push((n.name.clone(), c));
             }
+            n.stop();
         }
         out
     }
 }
 
-/// Reads "udp tx A datagrams in B sends ... rx C datagrams in D receives" from the last stats line.
-pub fn parse_udp_counters(log: &str) -> Option<[u64; 4]> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("stats:") && l.contains("udp tx"))?;
-    let nums: Vec<u64> = line
-        .split("udp tx")
-        .nth(1)?
-        .split(|c: char| !c.is_ascii_digit() && c != '.')
-        .filter(|w| !w.is_empty() && !w.contains('.'))
-        .filter_map(|w| w.parse().ok())
-        .take(4)
-        .collect();
-    (nums.len() == 4).then(|| [nums[0], nums[1], nums[2], nums[3]])
+/// Waits until the admin endpoint at `admin` says the node is ready.
+fn wait_ready(admin: Option<std::net::SocketAddr>, timeout: Duration) -> bool {
+    let Some(admin) = admin else { return false };
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if crate::cluster::http_get(admin, "/readyz").is_some_and(|(s, _)| s == 200) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// (datagrams sent, send calls, datagrams received, receive calls) from an admin endpoint.
+fn udp_counters(admin: std::net::SocketAddr) -> Option<[u64; 4]> {
+    let m = |name| crate::cluster::metric(admin, name, &[]).map(|v| v as u64);
+    Some([
+        m("rlinkd_datagrams_sent_total")?,
+        m("rlinkd_udp_send_calls_total")?,
+        m("rlinkd_datagrams_received_total")?,
+        m("rlinkd_udp_receive_calls_total")?,
+    ])
 }
 
 /// Where benchmark files go unless `--dir` says otherwise.
 pub fn default_dir() -> PathBuf {
     PathBuf::from("build/bench")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses_the_stats_line() {
-        let log = "x\n2026 INFO stats: peers 1/1 up, links 0 open (1 opened, 1 closed, 0 failed), udp tx 120 datagrams in 10 sends (12.0/send), rx 300 datagrams in 20 receives (15.0/receive), dropped datagrams: 0 unparsable, 0 unknown connection\n";
-        assert_eq!(super::parse_udp_counters(log), Some([120, 10, 300, 20]));
-    }
 }

@@ -17,9 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rlinkd::addr::LocalAddr;
+use rlinkd::cluster::{free_tcp_port, free_udp_port, wait_for_log, NodePlan, NodeProcess};
 #[allow(unused_imports)] // each test binary uses its own part of this module
 pub use rlinkd::cluster::{http_get, metric};
-use rlinkd::cluster::{free_tcp_port, free_udp_port, wait_for_log, NodePlan, NodeProcess};
 use rlinkd::endpoints::{ClientError, EchoRouter, LocalStream, RawSocketClient, RouterOptions};
 use rlinkd::rawsocket::{ClientHandshake, FrameHeader, MaxLen, Serializer};
 
@@ -239,12 +239,15 @@ pub fn expect_connected(a: &NodeProcess, b: &NodeProcess) {
 /// `node`'s datagrams dropped as (unparsable, unknown connection), from its metrics.
 pub fn dropped_datagrams(node: &NodeProcess) -> Option<(u64, u64)> {
     let dropped = |reason| {
-        node_metric(node, "rlinkd_datagrams_dropped_total", &[("reason", reason)])
-            .map(|v| v as u64)
+        node_metric(
+            node,
+            "rlinkd_datagrams_dropped_total",
+            &[("reason", reason)],
+        )
+        .map(|v| v as u64)
     };
     Some((dropped("unparsable")?, dropped("unknown_connection")?))
 }
-
 
 /// How many lines of `node`'s log contain every one of `needles`.
 pub fn count_lines(node: &NodeProcess, needles: &[&str]) -> usize {
@@ -612,7 +615,8 @@ pub fn with_admin(plan: &mut NodePlan) -> std::net::SocketAddr {
 
 /// The node's admin endpoint (every node a test starts through [`Env`] has one).
 pub fn admin_of(node: &NodeProcess) -> std::net::SocketAddr {
-    node.admin.expect("the node was started without an admin endpoint")
+    node.admin
+        .expect("the node was started without an admin endpoint")
 }
 
 /// The sum of metric `name`'s samples with `labels` on `node` (see [`rlinkd::cluster::metric`]).

@@ -67,8 +67,6 @@ fn route_through(a: &mut NodePlan, relay: SocketAddr) {
     }
 }
 
-/// The open link count in `node`'s last stats line.
-
 /// Payload sizes of link `i`: every link sends empty, tiny, one-datagram and multi-datagram
 /// messages; two links also 1 MiB and a few others 64 or 300 KiB, so that together the sizes
 /// span 0 B to 1 MiB while the run stays about 4 MB each way: at 5 % loss a QUIC connection on

@@ -838,10 +838,12 @@ fn a_drain_delivers_whole_frames_then_fins_and_closes_with_shutdown() {
         assert!(r.saw_eof, "the router saw the FIN");
         let s = w.nodes[0].core.stats();
         assert_eq!(s.links_failed, 0, "a drain fails no link");
-        // b hears the connection close with Shutdown and its links end cleanly.
+        // b hears of the drain at once (no new links towards a), then the connection close
+        // with Shutdown, and its links end cleanly.
         w.wait(Duration::from_secs(10), "b still connected", |w| {
-            w.nodes[1].core.peer_conn("a").is_none() && w.links(1) == 0
+            w.nodes[1].core.driver().conn_ids().is_empty() && w.links(1) == 0
         });
+        assert_eq!(w.nodes[1].core.peer_conn("a"), None);
         assert_eq!(w.nodes[1].core.stats().links_failed, 0);
         let log = w.log_text();
         assert!(
@@ -852,5 +854,6 @@ fn a_drain_delivers_whole_frames_then_fins_and_closes_with_shutdown() {
             log.contains("peer connection lost: closed by peer: shutdown (app 0x0)"),
             "{log}"
         );
+        assert!(log.contains("peer announced its drain"), "{log}");
     }
 }

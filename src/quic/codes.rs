@@ -24,6 +24,10 @@ pub enum StreamCode {
     /// waited for it (or stalled links exceeded `relay.stall_budget`): the link was reset so it
     /// cannot hold the connection's flow-control credit.
     Stalled = 0x07,
+    /// A reload removed what the link depends on from the sending node's configuration: its
+    /// route (acceptor) or its link endpoint (dialer: no endpoint leads to its peer and route
+    /// any more).
+    Removed = 0x08,
 }
 
 impl StreamCode {
@@ -37,6 +41,7 @@ impl StreamCode {
             StreamCode::LocalAbort => "local_abort",
             StreamCode::Shutdown => "shutdown",
             StreamCode::Stalled => "stalled",
+            StreamCode::Removed => "removed",
         }
     }
 
@@ -49,6 +54,7 @@ impl StreamCode {
             0x05 => StreamCode::LocalAbort,
             0x06 => StreamCode::Shutdown,
             0x07 => StreamCode::Stalled,
+            0x08 => StreamCode::Removed,
             _ => return None,
         })
     }
@@ -75,6 +81,8 @@ pub enum ConnCode {
     /// The peer is already connected (in this direction) and its connection answered a
     /// liveness probe: two processes hold the same identity.
     DuplicateIdentity = 0x12,
+    /// A reload removed this peer from the closing node's configuration.
+    PeerRemoved = 0x13,
 }
 
 /// Names of the TLS alerts a failed handshake reports (QUIC carries them as 0x100 + alert).
@@ -115,6 +123,7 @@ pub fn describe_close(err: &quiche::ConnectionError) -> String {
             0x10 => "certificate does not name a configured peer",
             0x11 => "superseded by a newer connection",
             0x12 => "duplicate identity: this peer is already connected",
+            0x13 => "peer removed from the configuration by a reload",
             _ => "application error",
         };
         format!("{name} (app 0x{:x}){reason}", err.error_code)
@@ -140,6 +149,7 @@ mod tests {
             StreamCode::LocalAbort,
             StreamCode::Shutdown,
             StreamCode::Stalled,
+            StreamCode::Removed,
         ] {
             assert_eq!(StreamCode::from_code(c as u64), Some(c));
         }

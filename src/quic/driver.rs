@@ -29,10 +29,12 @@ use super::cid::{cid_instance, cid_shard, DialCids};
 use super::admission::Admission;
 use super::codes::ConnCode;
 
+mod control;
 mod duplicate;
 mod identity;
 mod incoming;
 mod stream;
+pub use control::{fingerprint, is_unidirectional};
 use duplicate::Probe;
 use identity::{close_reason, verify_identity};
 pub use stream::StreamRef;

@@ -1,5 +1,6 @@
 //! QUIC between rlinkd nodes: a sans-I/O driver over quiche ([`driver::QuicDriver`]), the stream
-//! preamble that names a route ([`preamble`]), the wire's error codes ([`codes`]), the admission
+//! preamble that names a route ([`preamble`]), the wire's error codes ([`codes`]), the
+//! connection-level notices of the control stream ([`control`]), the admission
 //! of incoming handshakes ([`admission`]), the mutual TLS 1.3 setup ([`tls`]) and the
 //! connection-ID layout that names each connection's shard ([`cid`]).
 //!
@@ -9,6 +10,7 @@
 pub mod admission;
 pub mod cid;
 pub mod codes;
+pub mod control;
 pub mod driver;
 pub mod preamble;
 pub mod tls;

@@ -38,6 +38,9 @@ fn file_err<'a>(
     }
 }
 
+/// Flow-control window of the peer's control stream: its notices are a few bytes.
+const CONTROL_STREAM_WINDOW: u64 = 1024;
+
 /// Builds the quiche configuration used for both dialing and accepting.
 pub fn quiche_config(q: &QuicSettings) -> Result<quiche::Config, TlsSetupError> {
     let mut ctx = SslContextBuilder::new(SslMethod::tls()).map_err(TlsSetupError::Context)?;
@@ -65,7 +68,10 @@ pub fn quiche_config(q: &QuicSettings) -> Result<quiche::Config, TlsSetupError> 
     c.set_initial_max_stream_data_bidi_remote(q.initial_stream_window);
     c.set_max_stream_window(q.max_stream_window);
     c.set_initial_max_streams_bidi(q.max_streams);
-    c.set_initial_max_streams_uni(0);
+    // One unidirectional stream: the peer's control stream (`quic::control`), a few bytes.
+    // Builds that allowed none never receive it.
+    c.set_initial_max_streams_uni(1);
+    c.set_initial_max_stream_data_uni(CONTROL_STREAM_WINDOW);
     c.set_disable_active_migration(true);
     c.set_cc_algorithm_name(q.congestion_control.name())
         .map_err(TlsSetupError::Quic)?;
@@ -146,4 +152,17 @@ fn x509_names(cert: &X509Ref) -> Vec<String> {
             .collect();
     }
     names
+}
+
+/// The fingerprint (first 8 bytes of the SHA-256, hex) of the certificate in a PEM file, as the
+/// logs show a peer's ("peer connected ... cert=").
+pub fn certificate_file_fingerprint(path: &Path) -> Result<String, PemError> {
+    let der = read_certificate(path)?
+        .to_der()
+        .map_err(|source| PemError::Parse {
+            what: "certificate",
+            source,
+        })?;
+    super::driver::fingerprint(&der)
+        .ok_or_else(|| PemError::Io(std::io::Error::other("cannot compute a SHA-256 digest")))
 }

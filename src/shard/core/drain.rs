@@ -1,8 +1,14 @@
 //! Stopping a node: SIGTERM/SIGINT drain the links (nothing accepted is lost), a second signal
 //! or `drain_timeout` ends them; SIGHUP and SIGUSR1 never stop it. See docs/PROTOCOL.md, "Drain".
+//!
+//! A draining node tells each peer on every connection (the DRAINING notice of the control
+//! stream, `quic::control`), so the peer opens no new link towards it and closes at once the
+//! links that would wait for it: their routers redial (elsewhere, or here once restarted)
+//! instead of timing out.
 
 use super::*;
 use crate::quic::codes::{ConnCode, StreamCode};
+use crate::quic::control::Notice;
 
 /// A stopping node's phase.
 #[derive(Clone, Copy, Debug)]
@@ -38,7 +44,63 @@ impl<L: LocalIo> ShardCore<L> {
             self.cfg.drain_timeout
         );
         self.stopping = Some(Stopping::Draining { deadline });
+        for cid in self.driver.conn_ids() {
+            self.send_drain_notice(cid);
+        }
         self.drain_links();
+    }
+
+    /// Tells the peer of `conn` that this node is draining (when the peer's build understands
+    /// it: see `QuicDriver::send_notice`).
+    pub(super) fn send_drain_notice(&mut self, conn: ConnId) {
+        if self.driver.send_notice(conn, Notice::Draining) {
+            tracing::debug!(conn, "drain announced to the peer");
+        }
+    }
+
+    /// Data on the peer's control stream `sid` of `conn`.
+    pub(super) fn on_control_stream(&mut self, cid: ConnId, sid: u64) {
+        let notice = match self.driver.read_notice(cid, sid) {
+            None => return,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                // A newer peer's notice, or junk: ignored either way, links are not affected.
+                tracing::debug!(conn = cid, stream = sid, "control stream ignored: {e}");
+                return;
+            }
+        };
+        let Notice::Draining = notice;
+        let Some(peer) = self.driver.conn(cid).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        let Some(&i) = self.peer_index.get(&peer) else {
+            return;
+        };
+        let p = &mut self.peers[i];
+        if !p.draining.contains(&cid) {
+            p.draining.push(cid);
+        }
+        p.stopping = true;
+        let usable = p.active().is_some();
+        tracing::info!(peer = %peer, conn = cid, other_connection = usable, "peer announced its drain: no new links on this connection; its open links run to their end");
+        if !usable {
+            let waiting: Vec<usize> = p.waiting.iter().copied().collect();
+            for key in waiting {
+                self.fail_link(key, StreamCode::Shutdown, &peer_draining(&peer));
+            }
+        }
+    }
+
+    /// A link about to wait for a connection to `peer` (index): closed at once when the peer
+    /// has announced its drain and no connection is left to use (true).
+    pub(super) fn refuse_for_draining_peer(&mut self, key: usize, peer: usize) -> bool {
+        let p = &self.peers[peer];
+        if !p.stopping || p.active().is_some() {
+            return false;
+        }
+        let why = peer_draining(&p.name);
+        self.fail_link(key, StreamCode::Shutdown, &why);
+        true
     }
 
     /// Stops at once: resets every link and closes every connection (a second stop signal, or a
@@ -140,4 +202,8 @@ impl<L: LocalIo> ShardCore<L> {
         self.finished_streams
             .retain(|(cid, sid)| driver.stream_in_use(*cid, *sid));
     }
+}
+
+fn peer_draining(peer: &str) -> String {
+    format!("peer {peer} is draining (it announced its stop): link closed at once so the router can redial")
 }

@@ -192,7 +192,10 @@ impl<L: LocalIo> ShardCore<L> {
         let Some(&i) = self.peer_index.get(link.role.peer()) else {
             return;
         };
-        if !self.try_open(key, i) && !self.peers[i].waiting.contains(&key) {
+        if self.try_open(key, i) || self.refuse_for_draining_peer(key, i) {
+            return;
+        }
+        if !self.peers[i].waiting.contains(&key) {
             self.peers[i].waiting.push_back(key);
         }
     }

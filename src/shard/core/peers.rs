@@ -61,6 +61,12 @@ pub struct Peer {
     pub waiting: VecDeque<usize>,
     /// Consecutive failed dials (for log levels).
     pub failures: u32,
+    /// Connections on which the peer announced its drain (`quic::control`): no new links go on
+    /// them.
+    pub draining: Vec<ConnId>,
+    /// The peer announced its drain and no connection has been established since: a link
+    /// that finds no usable connection is closed at once instead of waiting for one.
+    pub stopping: bool,
 }
 
 impl Peer {
@@ -75,12 +81,19 @@ impl Peer {
             backoff,
             waiting: VecDeque::new(),
             failures: 0,
+            draining: Vec::new(),
+            stopping: false,
         }
     }
 
-    /// The connection new links to this peer use.
+    /// The connection new links to this peer use: the newest one on which the peer has not
+    /// announced its drain.
     pub fn active(&self) -> Option<ConnId> {
-        self.conns.last().map(|(c, _, _)| *c)
+        self.conns
+            .iter()
+            .rev()
+            .map(|(c, _, _)| *c)
+            .find(|c| !self.draining.contains(c))
     }
 
     /// Older connections of the same direction that `conn` (from the peer's shard and process
@@ -129,20 +142,28 @@ impl<L: LocalIo> ShardCore<L> {
                     let Some(&i) = self.peer_index.get(&peer) else {
                         continue;
                     };
-                    let (addr, remote_shard, remote_instance) = self
+                    let (addr, remote_shard, remote_instance, cert) = self
                         .driver
                         .conn(conn)
                         .map(|c| {
+                            let cert = c.peer_cert_fingerprint().unwrap_or_default();
                             (
                                 c.peer_addr.to_string(),
                                 c.remote_shard(),
                                 c.remote_instance(),
+                                cert,
                             )
                         })
                         .unwrap_or_default();
                     let shard = self.driver.shard();
-                    tracing::info!(peer = %peer, ?direction, %addr, shard, remote_shard, "peer connected");
+                    tracing::info!(peer = %peer, ?direction, %addr, shard, remote_shard, %cert, "peer connected");
+                    if self.stopping.is_some() {
+                        // Established during our drain (a dial under way when it began).
+                        self.send_drain_notice(conn);
+                    }
                     let p = &mut self.peers[i];
+                    // A new connection: whatever the peer announced was about the old ones.
+                    p.stopping = false;
                     if direction == Direction::Outgoing {
                         // Not a success yet: in TLS 1.3 the acceptor checks our certificate after
                         // our side of the handshake is done. The backoff restarts once the
@@ -205,6 +226,7 @@ impl<L: LocalIo> ShardCore<L> {
         };
         let p = &mut self.peers[i];
         p.conns.retain(|(c, _, _)| *c != conn);
+        p.draining.retain(|c| *c != conn);
         let ours = direction == Direction::Outgoing;
         if ours && p.dialing == Some(conn) {
             p.dialing = None;

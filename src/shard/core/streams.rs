@@ -3,7 +3,7 @@
 use super::*;
 use crate::logsafe::escaped;
 use crate::quic::codes::StreamCode;
-use crate::quic::driver::Direction;
+use crate::quic::driver::{is_unidirectional, Direction};
 use crate::quic::preamble;
 use routes::{PendingRoute, ROUTE_RETRY_MIN};
 
@@ -40,6 +40,11 @@ impl<L: LocalIo> ShardCore<L> {
     /// Data on a stream with no link: a peer opening an rlink (read its preamble), or leftovers
     /// of a link already gone (refuse them).
     pub(super) fn on_stream_start(&mut self, cid: ConnId, sid: u64, now: Instant) {
+        if is_unidirectional(sid) {
+            // Links are bidirectional streams; a unidirectional one is the peer's control stream.
+            self.on_control_stream(cid, sid);
+            return;
+        }
         let Some(c) = self.driver.conn_mut(cid) else {
             return;
         };

@@ -133,7 +133,7 @@ fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("cannot start node")?;
     notify::ready(&format!("listening on {} (QUIC)", node.quic_addr()));
-    // STOPPING=1 comes from the node when a stop signal starts its drain.
+    // STOPPING=1 and RELOADING=1 come from the node: it knows when a drain or reload starts.
     node.run()?;
     Ok(())
 }

@@ -270,7 +270,7 @@ fn a_second_signal_stops_at_once_and_sighup_sigusr1_do_not_kill() {
 
     node_a.signal(libc::SIGHUP);
     node_a.signal(libc::SIGUSR1);
-    expect_log(&node_a, "reload is not supported yet", IO_WAIT);
+    expect_log(&node_a, "reloaded: nothing changed", IO_WAIT);
     expect_log(&node_a, "stats: peers", IO_WAIT);
     thread::sleep(Duration::from_millis(300));
     assert!(node_a.is_running(), "SIGHUP or SIGUSR1 killed the node");
@@ -297,5 +297,62 @@ fn a_second_signal_stops_at_once_and_sighup_sigusr1_do_not_kill() {
         status.is_some_and(|s| s.success()),
         "a second SIGTERM did not stop the node at once: {status:?}"
     );
+    drop(held);
+}
+
+/// A draining node tells its peer (the DRAINING notice): a link opened towards it meanwhile is
+/// closed at once on the peer's side, with the reason in its log, instead of waiting for a
+/// connection until `connect_timeout`; the draining node never sees its stream.
+#[test]
+fn a_link_towards_a_draining_node_closes_at_once_with_the_reason() {
+    let EchoPair {
+        env,
+        router: _router,
+        mut a,
+        mut b,
+        ep,
+    } = echo_pair(&["connect_timeout = \"10s\""]);
+    b.top_extra.push("drain_timeout = \"60s\"".into());
+    a.top_extra.push("drain_timeout = \"60s\"".into());
+    let mut node_b = env.start(&b);
+    let node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+
+    // A client that never closes keeps its link, and so node b's drain, open.
+    let held = RawConn::connect(&ep);
+    held.write(&[0x7f, 0xf3, 0, 0]).unwrap();
+    assert_eq!(held.read_exact(4, IO_WAIT).unwrap(), [0x7f, 0xf3, 0, 0]);
+    node_b.signal(libc::SIGTERM);
+    expect_log(&node_b, "draining", IO_WAIT);
+    // Every shard of a hears it on its own connection.
+    assert!(
+        wait_until(IO_WAIT, || count_lines(
+            &node_a,
+            &["peer announced its drain"]
+        ) >= node_shards()),
+        "node a did not hear of b's drain on every connection"
+    );
+
+    let started = std::time::Instant::now();
+    let c = RawConn::connect(&ep);
+    c.write(&[0x7f, 0xf3, 0, 0]).unwrap();
+    let (got, _) = c
+        .read_until_closed(Duration::from_secs(8))
+        .expect("the new link is closed");
+    let took = started.elapsed();
+    assert!(got.is_empty(), "the router answered a draining node's link");
+    assert!(
+        took < Duration::from_secs(3),
+        "closed after {took:?}: that is the connect_timeout, not the notice"
+    );
+    expect_log(&node_a, "peer b is draining", IO_WAIT);
+    assert_eq!(
+        count_lines(&node_b, &["refused stream: node stopping"]),
+        0,
+        "node a opened a stream towards the draining node"
+    );
+    assert!(node_b.is_running(), "the held link should keep b draining");
+    node_b.signal(libc::SIGTERM);
+    node_b.wait_exit(Duration::from_secs(10));
     drop(held);
 }

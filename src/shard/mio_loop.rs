@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use super::core::{LocalEvent, ShardCore, ShardReport};
+use super::core::{LocalEvent, ReloadReport, ShardCore, ShardReport};
 use crate::addr::LocalAddr;
 use crate::admin::snapshot::{NodeCounters, ShardSnapshot};
 use crate::config::NodeConfig;
@@ -104,6 +104,46 @@ impl MioLocal {
             q.push_back(conn);
         }
     }
+
+    /// The endpoints of a reloaded configuration, `addrs` in its order: an endpoint whose
+    /// address was there before keeps its listener (and the connections handed to it), a new
+    /// one takes its listener from `fresh`, and a removed one's listener closes (its Unix socket
+    /// file goes). Listeners are registered again under their new index.
+    fn reconfigure(&mut self, addrs: Vec<LocalAddr>, fresh: Vec<Option<LocalListener>>) {
+        let mut old_listeners = std::mem::take(&mut self.listeners);
+        let mut old_handed = std::mem::take(&mut self.handed);
+        let old_addrs = std::mem::replace(&mut self.addrs, addrs);
+        let mut fresh = fresh.into_iter();
+        for (i, addr) in self.addrs.iter().enumerate() {
+            let new = fresh.next().flatten();
+            let (listener, handed) = match old_addrs.iter().position(|a| a == addr) {
+                Some(j) => (old_listeners[j].take(), std::mem::take(&mut old_handed[j])),
+                None => (new, VecDeque::new()),
+            };
+            let listener = listener.and_then(|mut l| {
+                let token = Token(LISTENER_BASE + i);
+                // A kept listener is registered already (under its old index): move it.
+                let moved = self
+                    .registry
+                    .reregister(&mut l, token, Interest::READABLE)
+                    .or_else(|_| self.registry.register(&mut l, token, Interest::READABLE));
+                match moved {
+                    Ok(()) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(endpoint = %addr, error = %e, "cannot watch the link endpoint; it accepts nothing");
+                        None
+                    }
+                }
+            });
+            self.listeners.push(listener);
+            self.handed.push(handed);
+        }
+        // What is left belongs to removed endpoints: deregistered and dropped (a Unix socket
+        // file is removed by its listener's drop), their handed connections closed.
+        for mut l in old_listeners.into_iter().flatten() {
+            self.registry.deregister(&mut l).ok();
+        }
+    }
 }
 
 impl LocalIo for MioLocal {
@@ -178,6 +218,20 @@ pub enum ShardMsg {
     PortUnreachable(SocketAddr),
     /// A connection another shard accepted on link endpoint `endpoint` for this one.
     Accepted { endpoint: usize, conn: LocalStream },
+    /// Apply a new configuration (SIGHUP), checked by the node.
+    Reload(Box<ShardReload>),
+}
+
+/// A reload as the node hands it to one shard.
+pub struct ShardReload {
+    /// The new configuration (this shard's share of the stall budget already taken).
+    pub cfg: NodeConfig,
+    /// By index in the new `cfg.links`: this shard's listener of each endpoint the node bound
+    /// for the reload (new endpoints); `None` for endpoints that were already there (the shard
+    /// keeps its listener) or whose listener is another shard's.
+    pub listeners: Vec<Option<LocalListener>>,
+    /// Where the shard says it is done, with what it changed.
+    pub done: Sender<ReloadReport>,
 }
 
 /// How a shard is reached: its channel and the waker of its event loop.
@@ -398,8 +452,41 @@ impl MioShard {
                     self.core.io_mut().take_over(endpoint, conn);
                     self.core.on_endpoint_readable(endpoint, now);
                 }
+                ShardMsg::Reload(r) => self.reload(*r, now),
             }
         }
+    }
+
+    /// Applies a reload: new TLS for new connections, the endpoints' listeners moved to the
+    /// new configuration's indices, then the core's part (`ShardCore::reload`).
+    fn reload(&mut self, r: ShardReload, now: Instant) {
+        let ShardReload {
+            cfg,
+            listeners,
+            done,
+        } = r;
+        if self.core.is_stopping() {
+            // The endpoints are closed and links are draining: nothing to reload into.
+            done.send(ReloadReport::default()).ok();
+            return;
+        }
+        let quic = match crate::quic::tls::quiche_config(&cfg.quic) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                // The node built one from the same files a moment ago: they changed since.
+                tracing::error!(shard = self.index, error = %e, "reload: keeping the TLS configuration in force");
+                None
+            }
+        };
+        let addrs = cfg.links.iter().map(|l| l.listen.clone()).collect();
+        self.core.io_mut().reconfigure(addrs, listeners);
+        let report = self.core.reload(cfg, quic, now);
+        // Connections may be queued on new endpoints already (edge-triggered: no event for
+        // them): accept now.
+        for i in 0..self.core.config().links.len() {
+            self.core.on_endpoint_readable(i, now);
+        }
+        done.send(report).ok();
     }
 
     fn receive(&mut self, now: Instant) {

@@ -1,9 +1,11 @@
 //! Shards: the per-core engine. [`core`] holds every decision of a shard and does no I/O (it is
 //! driven by events and the time); [`mio_loop`] is the portable backend that owns the sockets
-//! and drives it; [`placement`] decides which CPU each shard runs on and pins its thread. See
+//! and drives it; [`placement`] decides which CPU each shard runs on and pins its thread;
+//! [`runtime`] runs the shards under a supervisor, which checks a reload ([`reload`]). See
 //! docs/ARCHITECTURE.md for the layers and the call order.
 
 pub mod core;
 pub mod mio_loop;
 pub mod placement;
+pub mod reload;
 pub mod runtime;

@@ -20,7 +20,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use super::core::ShardReport;
-use super::mio_loop::{raise_fd_limit, Mailbox, MioShard, NodeError, ShardMsg, ShardSetup};
+use super::mio_loop::{
+    raise_fd_limit, Mailbox, MioShard, NodeError, ShardMsg, ShardReload, ShardSetup,
+};
 use super::placement::{allowed_cpus, pin_current_thread, Placement};
 use crate::addr::LocalAddr;
 use crate::admin::snapshot::ShardSnapshot;
@@ -28,6 +30,8 @@ use crate::admin::{AdminServer, AdminSource, NodeSnapshot, Readiness};
 use crate::config::NodeConfig;
 use crate::io::local::bind_for_shards;
 use crate::io::steer::{self, Steering};
+use crate::ops::notify;
+use crate::shard::reload::{self, ReloadError};
 
 /// How long the supervisor waits for a shard's figures.
 const REPORT_WAIT: Duration = Duration::from_secs(1);
@@ -150,10 +154,7 @@ impl Node {
                 listeners,
             };
             let cpu = placement.cpu(index);
-            let mut cfg = cfg.clone();
-            // The stall budget is the node's: each shard enforces its share over the links it
-            // carries (links spread evenly: TCP by the kernel's hash, Unix in turn).
-            cfg.relay.stall_budget /= n.get() as u64;
+            let cfg = shard_config(&cfg, n.get());
             let ready = ready_tx.clone();
             let exited = events_tx.clone();
             let thread = std::thread::Builder::new()
@@ -248,18 +249,12 @@ impl Node {
                     .map_err(|_| RecvTimeoutError::Disconnected),
             };
             match event {
-                Ok(Event::Signal(SIGHUP)) => tracing::warn!(
-                    signal = "SIGHUP",
-                    "reload is not supported yet: the configuration in force is unchanged"
-                ),
-                Ok(Event::Signal(SIGUSR1)) => self.log_stats(),
-                Ok(Event::Signal(_)) => {
-                    // The first one starts the drain (systemd hears STOPPING=1, /readyz says
-                    // 503), a second one ends it at once.
-                    crate::ops::notify::stopping();
-                    self.draining.store(true, Ordering::Relaxed);
-                    self.tell_all(|| ShardMsg::Stop);
+                Ok(Event::Signal(SIGHUP)) => {
+                    self.reload();
+                    next_stats = self.cfg.stats_interval.map(|d| Instant::now() + d);
                 }
+                Ok(Event::Signal(SIGUSR1)) => self.log_stats(),
+                Ok(Event::Signal(_)) => self.stop_shards(),
                 Ok(Event::Exited { shard, result }) => {
                     running -= 1;
                     if let Some(t) = self.shards[shard].thread.take() {
@@ -270,7 +265,7 @@ impl Node {
                         Err(e) => {
                             tracing::error!(shard, error = %e, "shard failed: stopping the node");
                             failure.get_or_insert(e);
-                            self.tell_all(|| ShardMsg::Stop);
+                            self.stop_shards();
                         }
                     }
                 }
@@ -292,9 +287,96 @@ impl Node {
         self.admin.as_ref().map(AdminServer::local_addr)
     }
 
-    /// True once a stop signal started the drain.
+    /// Whether the node is draining or stopping: true from the first SIGTERM or SIGINT (or a
+    /// shard's failure) on. Readiness checks report a draining node as not ready.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The flag behind [`Node::is_draining`], for a thread that outlives a borrow of the node
+    /// (the admin endpoint).
+    pub fn draining_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.draining)
+    }
+
+    /// A stop signal for every shard: the first drains (and tells systemd), a second one stops
+    /// at once.
+    fn stop_shards(&self) {
+        if !self.draining.swap(true, Ordering::Relaxed) {
+            notify::stopping();
+        }
+        self.tell_all(|| ShardMsg::Stop);
+    }
+
+    /// SIGHUP: reads the configuration file again and applies it, or logs why not and keeps the
+    /// configuration in force (`shard::reload`). Never stops the node.
+    fn reload(&mut self) {
+        notify::reloading();
+        tracing::info!(node = %self.cfg.node, file = %self.cfg.source.display(), "reloading the configuration");
+        let plan = if self.is_draining() {
+            Err(ReloadError::Stopping)
+        } else {
+            reload::plan(&self.cfg, self.shards.len())
+        };
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                // One line (a TOML error spans several), so it stays one log record.
+                let e: Vec<String> = e
+                    .to_string()
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty() && l != "|")
+                    .collect();
+                let e = e.join(" ");
+                tracing::error!(node = %self.cfg.node, "reload refused, the configuration in force is unchanged: {e}");
+                notify::ready("reload refused; running with the configuration in force");
+                return;
+            }
+        };
+        match plan.cfg.certificate_report() {
+            Ok(r) => {
+                let fingerprint =
+                    crate::quic::tls::certificate_file_fingerprint(&plan.cfg.quic.cert)
+                        .unwrap_or_default();
+                tracing::info!(subject = %r.subject, not_after = %r.not_after, days_left = r.days_left, cert = %fingerprint, "certificate for new connections");
+                for w in &r.warnings {
+                    tracing::warn!("{w}");
+                }
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // Last shard first: shard 0 hands Unix connections to the others by endpoint index, so
+        // every other shard must have the new indices queued before shard 0 can use them.
+        let n = self.shards.len();
+        let mut asked = 0;
+        for (i, listeners) in plan.listeners.into_iter().enumerate().rev() {
+            let msg = ShardReload {
+                cfg: shard_config(&plan.cfg, n),
+                listeners,
+                done: tx.clone(),
+            };
+            if self.shards[i].mailbox.send(ShardMsg::Reload(Box::new(msg))) {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + REPORT_WAIT;
+        let (mut links, mut conns, mut answered) = (0, 0, 0);
+        while answered < asked {
+            match rx.recv_deadline(deadline) {
+                Ok(r) => {
+                    links += r.links_closed;
+                    conns += r.conns_closed;
+                    answered += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        self.cfg = plan.cfg;
+        tracing::info!(node = %self.cfg.node, links_closed = links, connections_closed = conns, shards = answered, "reloaded: {}", plan.summary);
+        notify::ready("reloaded");
     }
 
     fn tell_all(&self, msg: impl Fn() -> ShardMsg) {
@@ -423,6 +505,15 @@ impl AdminSource for NodeAdmin {
         }
         Readiness::new(self.draining.load(Ordering::Relaxed), Vec::new(), missing)
     }
+}
+
+/// The configuration a shard of an `n`-shard node runs. The stall budget is the node's: each
+/// shard enforces its share over the links it carries (links spread evenly: TCP by the kernel's
+/// hash, Unix in turn).
+fn shard_config(cfg: &NodeConfig, n: usize) -> NodeConfig {
+    let mut cfg = cfg.clone();
+    cfg.relay.stall_budget /= n.max(1) as u64;
+    cfg
 }
 
 /// A shard's thread: pin, build the loop, say so, run, report the end.

@@ -99,14 +99,9 @@ impl Env {
     /// `RLINKD_TEST_SHARDS=N` in the environment, every node runs N shards unless its plan says
     /// otherwise (CI runs the suite with 1 and with 2); without it, the node's default.
     pub fn start_with_certs(&self, plan: &NodePlan, certs: &Path) -> NodeProcess {
-        let mut plan = plan.clone();
+        let mut plan = with_test_shards(plan);
         // Every test node serves its figures: tests read them there, not in log lines.
         with_admin(&mut plan);
-        if let Some(n) = test_shards() {
-            if !plan.top_extra.iter().any(|l| l.starts_with("shards")) {
-                plan.top_extra.push(format!("shards = {n}"));
-            }
-        }
         let plan = &plan;
         let node = NodeProcess::start(&exe(), self.dir.path(), certs, plan)
             .unwrap_or_else(|e| panic!("cannot start node {}: {e}", plan.name));
@@ -115,6 +110,41 @@ impl Env {
             .unwrap_or_else(|p| p.into_inner())
             .push((node.name.clone(), node.log.clone()));
         node
+    }
+
+    /// Rewrites `node`'s configuration file as `plan` with certificates from `certs` (and the
+    /// shard count of [`Env::start_with_certs`]), sends SIGHUP and waits until the node logs
+    /// the reload's outcome; returns that line ("reloaded: ..." or "reload refused ...").
+    pub fn reload(&self, node: &NodeProcess, plan: &NodePlan, certs: &Path) -> String {
+        let mut plan = with_test_shards(plan);
+        // The admin endpoint it started with (a reload cannot move it).
+        plan.admin = node.admin;
+        self.reload_with_text(node, &plan.to_toml(certs))
+    }
+
+    /// [`Env::reload`] with the configuration file's text as given.
+    pub fn reload_with_text(&self, node: &NodeProcess, toml: &str) -> String {
+        let outcome = ["reloaded: ", "reload refused"];
+        let count = || {
+            outcome
+                .iter()
+                .map(|o| count_lines(node, &[o]))
+                .sum::<usize>()
+        };
+        let before = count();
+        std::fs::write(&node.config, toml).expect("write the node's config");
+        node.signal(libc::SIGHUP);
+        assert!(
+            wait_until(IO_WAIT, || count() > before),
+            "node {} logged no reload outcome within {IO_WAIT:?}",
+            node.name
+        );
+        node.log_text()
+            .lines()
+            .filter(|l| outcome.iter().any(|o| l.contains(o)))
+            .nth(before)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Every started node's log, for failure messages.
@@ -160,6 +190,17 @@ impl Drop for Env {
             eprintln!("\n{}", self.logs());
         }
     }
+}
+
+/// `plan` with `shards = RLINKD_TEST_SHARDS` unless it says otherwise.
+pub fn with_test_shards(plan: &NodePlan) -> NodePlan {
+    let mut plan = plan.clone();
+    if let Some(n) = test_shards() {
+        if !plan.top_extra.iter().any(|l| l.starts_with("shards")) {
+            plan.top_extra.push(format!("shards = {n}"));
+        }
+    }
+    plan
 }
 
 /// Two nodes: `a` dials `b`, `b` accepts `a`. No links or routes yet; `quic` lines go into both
@@ -388,6 +429,11 @@ impl RawConn {
             .set_read_timeout(Some(Duration::from_secs(1)))
             .unwrap();
         RawConn { stream }
+    }
+
+    /// Whether connecting to `addr` fails (nothing listens there).
+    pub fn connect_fails(addr: &LocalAddr) -> bool {
+        LocalStream::connect_timeout(addr, Duration::from_secs(2)).is_err()
     }
 
     pub fn write(&self, bytes: &[u8]) -> io::Result<()> {

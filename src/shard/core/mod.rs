@@ -16,7 +16,8 @@
 //!    watched local connection's readiness), [`ShardCore::on_endpoint_readable`] (a link endpoint
 //!    has connections to accept); commands: [`ShardCore::stop`] (a stop signal: the first drains,
 //!    the second stops at once), [`ShardCore::begin_drain`], [`ShardCore::stop_now`],
-//!    [`ShardCore::report`] (the figures for the stats line and the metrics);
+//!    [`ShardCore::reload`] (a new configuration, SIGHUP), [`ShardCore::report`] (the figures
+//!    for the stats line and the metrics);
 //! 2. [`ShardCore::service`]: expired QUIC timers, connection events (peer up: open the links
 //!    waiting for it; connection closed: close the links it carried, schedule a redial), streams
 //!    with news, local connections with news, link deadlines, route and accept retries, stall
@@ -34,6 +35,7 @@ mod ends;
 mod links;
 mod metrics;
 mod peers;
+mod reload;
 mod routes;
 mod stall;
 mod stats;
@@ -55,6 +57,7 @@ use crate::relay::link::Link;
 use drain::Stopping;
 pub use peers::Backoff;
 use peers::Peer;
+pub use reload::ReloadReport;
 use routes::PendingRoute;
 use stall::StallTracker;
 pub use stats::{NodeStats, ShardReport};

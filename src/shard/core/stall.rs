@@ -49,6 +49,12 @@ impl StallTracker {
         }
     }
 
+    /// New `relay.stall_timeout` and `relay.stall_budget` (a reload), for the next checks.
+    pub fn set_limits(&mut self, timeout: Duration, budget: u64) {
+        self.timeout = timeout;
+        self.budget = budget;
+    }
+
     /// Records a link's state after a pump.
     pub fn update(&mut self, key: usize, stalled: Option<Instant>, holding: Option<Instant>) {
         set(&mut self.stalled, key, stalled);

@@ -111,7 +111,8 @@ fn recv_notification(sock: &UnixDatagram) -> Option<String> {
 }
 
 /// Under `Type=notify`, systemd counts rlinkd as started at READY=1, so units ordered after it
-/// (the routers) find every endpoint there; STOPPING=1 says a stop (drain) is under way.
+/// (the routers) find every endpoint there; RELOADING=1 .. READY=1 brackets a reload; STOPPING=1
+/// says a stop (drain) is under way.
 #[test]
 fn systemd_hears_ready_once_endpoints_exist_and_stopping_on_sigterm() {
     let env = Env::new(&["a", "b"]);
@@ -138,6 +139,17 @@ fn systemd_hears_ready_once_endpoints_exist_and_stopping_on_sigterm() {
         std::os::unix::net::UnixStream::connect(&ep).is_ok(),
         "READY=1 came before the link endpoint accepted"
     );
+
+    // A reload is bracketed by RELOADING=1 (with the monotonic clock) and READY=1.
+    run.signal(libc::SIGHUP);
+    let reloading = recv_notification(&sock).expect("no RELOADING=1 after SIGHUP");
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1")
+            && reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let ready = recv_notification(&sock).expect("no READY=1 after the reload");
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
 
     run.signal(libc::SIGTERM);
     let stopping = recv_notification(&sock).expect("no STOPPING=1 after SIGTERM");

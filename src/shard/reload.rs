@@ -74,6 +74,7 @@ fn restart_only(old: &NodeConfig, new: &NodeConfig) -> Result<(), ReloadError> {
     check("quic.steering", &old.quic.steering, &new.quic.steering)?;
     check("log_level", &old.log_level, &new.log_level)?;
     check("log_format", &old.log_format, &new.log_format)?;
+    check("admin", &old.admin, &new.admin)?;
     Ok(())
 }
 

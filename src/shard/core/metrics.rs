@@ -47,6 +47,32 @@ impl Totals {
         }
     }
 
+    /// A reload: link endpoints are renumbered by their place in the new `links` (an endpoint
+    /// keeps its totals when its address stays), routes kept by name, new ones start at zero.
+    /// Returns, for each old endpoint index, its new one (`None`: removed).
+    pub(super) fn remap(&mut self, old: &NodeConfig, new: &NodeConfig) -> Vec<Option<usize>> {
+        let map: Vec<Option<usize>> = old
+            .links
+            .iter()
+            .map(|o| new.links.iter().position(|n| n.listen == o.listen))
+            .collect();
+        let mut fresh = Totals::new(new);
+        for (i, to) in map.iter().enumerate() {
+            if let (Some(to), Some(e)) = (to, self.endpoints.get(i)) {
+                let mut e = e.clone();
+                e.endpoint = fresh.endpoints[*to].endpoint.clone();
+                fresh.endpoints[*to] = e;
+            }
+        }
+        for (name, e) in fresh.routes.iter_mut() {
+            if let Some(old) = self.routes.remove(name) {
+                *e = old;
+            }
+        }
+        *self = fresh;
+        map
+    }
+
     /// Where a link counts: its link endpoint (dialer) or its route (acceptor).
     fn slot<S>(&mut self, link: &Link<S>) -> Option<&mut EndpointSnapshot> {
         match &link.role {

@@ -54,6 +54,11 @@ impl<L: LocalIo> ShardCore<L> {
         self.driver.set_keepalive(cfg.quic.keepalive_interval);
         self.stalls
             .set_limits(cfg.relay.stall_timeout, cfg.relay.stall_budget);
+        // The metrics follow the endpoints to their new numbers.
+        let map = self.totals.remap(&self.cfg, &cfg);
+        for (_, link) in self.links.iter_mut() {
+            link.endpoint = link.endpoint.and_then(|i| map.get(i).copied().flatten());
+        }
         self.cfg = cfg;
         report
     }

@@ -116,7 +116,9 @@ fn a_reload_that_cannot_be_applied_names_the_key_and_keeps_the_config_in_force()
     expect_connected(&node_a, &node_b);
     let stop = Arc::new(AtomicBool::new(false));
     let echoing = keep_echoing(&ep, Arc::clone(&stop));
-    let good = with_test_shards(&a).to_toml(&env.certs);
+    let mut in_force = with_test_shards(&a);
+    in_force.admin = node_a.admin;
+    let good = in_force.to_toml(&env.certs);
 
     // A key file that is not there.
     let key = env.certs.join("a.key").display().to_string();

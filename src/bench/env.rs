@@ -250,8 +250,25 @@ impl Env {
                 b.top_extra.push("stats_interval = \"0s\"".into());
                 b.admin = Some(crate::cluster::free_admin_addr()?);
                 if let Some(n) = v.shards {
+                    // Both nodes share this machine: a on the first n CPUs of the mask, b on the
+                    // last n, so that with fewer shards than CPUs they do not pile on one core
+                    // (each pins its shards; on separate machines both would use CPU 0).
+                    let cpus = crate::shard::placement::allowed_cpus()
+                        .map(|c| c.as_slice().to_vec())
+                        .unwrap_or_default();
                     a.top_extra.push(format!("shards = {n}"));
                     b.top_extra.push(format!("shards = {n}"));
+                    if n <= cpus.len() {
+                        let list = |c: &[usize]| {
+                            c.iter()
+                                .map(usize::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        a.top_extra.push(format!("cpus = [{}]", list(&cpus[..n])));
+                        b.top_extra
+                            .push(format!("cpus = [{}]", list(&cpus[cpus.len() - n..])));
+                    }
                 }
                 let node_b = NodeProcess::start(o.exe, o.dir, o.certs, &b)?;
                 let node_a = NodeProcess::start(o.exe, o.dir, o.certs, &a)?;

@@ -148,7 +148,7 @@ pub fn run(dir: Option<PathBuf>, links: usize) -> anyhow::Result<()> {
         let lines = log
             .lines()
             .skip_while(|l| !l.contains("node listening"))
-            .filter(|l| !l.contains("stats:"));
+            .filter(|l| !l.contains(" stats"));
         for line in lines.take(4) {
             println!(
                 "    {}",

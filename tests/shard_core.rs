@@ -851,7 +851,8 @@ fn a_drain_delivers_whole_frames_then_fins_and_closes_with_shutdown() {
             "{log}"
         );
         assert!(
-            log.contains("peer connection lost: closed by peer: shutdown (app 0x0)"),
+            log.contains("peer connection lost")
+                && log.contains("reason=closed by peer: shutdown (app 0x0)"),
             "{log}"
         );
         assert!(log.contains("peer announced its drain"), "{log}");

@@ -232,7 +232,7 @@ impl<L: LocalIo> ShardCore<L> {
             p.dialing = None;
         }
         if was_established {
-            tracing::warn!(peer = %p.name, %addr, links_closed = n, "peer connection lost: {reason}");
+            tracing::warn!(peer = %p.name, %addr, links_closed = n, %reason, "peer connection lost");
         }
         if let Some((_, since)) = p.dial_established.filter(|(c, _)| ours && *c == conn) {
             p.dial_established = None;

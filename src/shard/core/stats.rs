@@ -117,45 +117,47 @@ impl ShardReport {
                 n as f64 / calls as f64
             }
         };
+        // One event with fields (the same facts in text and JSON logs).
         tracing::info!(
-            "stats: peers {up}/{} up, links {} open ({} opened, {} closed, {} failed, {} stalled now, {} holding credit, {} reset stalled), route retries {} ({} waiting), accepts limited {}, udp tx {} datagrams in {} sends ({:.1}/send), rx {} datagrams in {} receives ({:.1}/receive), {} handed to their shard, dropped datagrams: {} unparsable, {} unknown connection, {} hand-over queue full; incoming handshakes: {} retries sent, {} invalid tokens, {} refused at limits, {} timed out, {} failed, {} unknown peers, {} duplicate identities refused, {} connections superseded",
-            self.peers_up.len(),
-            self.links_open,
-            self.stats.links_opened,
-            self.stats.links_closed,
-            self.stats.links_failed,
-            self.links_stalled_now,
-            self.links_holding,
-            self.stats.links_stalled,
-            self.stats.route_retries,
-            self.routes_waiting,
-            self.stats.accept_limited,
-            io.datagrams_sent,
-            io.send_calls,
-            per(io.datagrams_sent, io.send_calls),
-            io.datagrams_received,
-            io.recv_calls,
-            per(io.datagrams_received, io.recv_calls),
-            self.handed_over,
-            d.unparsable,
-            d.unknown_connection,
-            self.handoff_dropped,
-            d.retries_sent,
-            d.invalid_tokens,
-            d.handshakes_refused,
-            d.handshakes_timed_out,
-            d.handshakes_failed,
-            d.peers_refused,
-            d.duplicates_refused,
-            d.superseded,
+            peers = self.peers_up.len(),
+            peers_up = up,
+            links_open = self.links_open,
+            links_opened = self.stats.links_opened,
+            links_closed = self.stats.links_closed,
+            links_failed = self.stats.links_failed,
+            links_stalled_now = self.links_stalled_now,
+            links_holding_credit = self.links_holding,
+            links_reset_stalled = self.stats.links_stalled,
+            route_retries = self.stats.route_retries,
+            routes_waiting = self.routes_waiting,
+            accepts_limited = self.stats.accept_limited,
+            datagrams_sent = io.datagrams_sent,
+            send_calls = io.send_calls,
+            datagrams_per_send = per(io.datagrams_sent, io.send_calls),
+            datagrams_received = io.datagrams_received,
+            receive_calls = io.recv_calls,
+            datagrams_per_receive = per(io.datagrams_received, io.recv_calls),
+            datagrams_handed_over = self.handed_over,
+            dropped_unparsable = d.unparsable,
+            dropped_unknown_connection = d.unknown_connection,
+            dropped_handoff_queue_full = self.handoff_dropped,
+            retries_sent = d.retries_sent,
+            invalid_tokens = d.invalid_tokens,
+            handshakes_refused_at_limits = d.handshakes_refused,
+            handshakes_timed_out = d.handshakes_timed_out,
+            handshakes_failed = d.handshakes_failed,
+            unknown_peers = d.peers_refused,
+            duplicate_identities_refused = d.duplicates_refused,
+            connections_superseded = d.superseded,
+            "stats"
         );
         for line in &self.links {
-            tracing::info!("  {line}");
+            tracing::info!("stats: {line}");
         }
         if self.links_open > self.links.len() {
             tracing::info!(
-                "  ... and {} more links",
-                self.links_open - self.links.len()
+                more_links = self.links_open - self.links.len(),
+                "stats: more links not listed"
             );
         }
     }

@@ -35,6 +35,9 @@ pub(crate) struct FileConfig {
 
     // The admin endpoint (metrics, health, readiness).
     pub admin: Option<FileAdmin>,
+
+    // The I/O backend.
+    pub io: Option<super::IoMode>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -81,6 +81,8 @@ pub struct NodeConfig {
     pub shards: ShardSettings,
     /// `[admin]`: the metrics and health endpoint; `None` (the default) serves none.
     pub admin: Option<AdminSettings>,
+    /// `io`: which I/O backend the shards run on.
+    pub io: IoMode,
     /// The config file this came from (empty for [`NodeConfig::from_toml_str`]).
     pub source: PathBuf,
 }
@@ -224,6 +226,30 @@ pub struct AdminSettings {
     /// `allow_remote`: serve on a non-loopback address (the metrics name peers, routes and
     /// endpoints: keep them off the network unless something in front guards them).
     pub allow_remote: bool,
+}
+
+/// The I/O backend (`io`). Whatever is chosen, a shard whose kernel lacks something the
+/// io_uring backend needs runs on mio, and says why in the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// io_uring where the probe finds every operation the backend uses, else mio.
+    #[default]
+    Auto,
+    /// io_uring; mio only if the kernel cannot run it (logged as a warning).
+    Uring,
+    /// mio (epoll) only.
+    Mio,
+}
+
+impl IoMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Uring => "uring",
+            IoMode::Mio => "mio",
+        }
+    }
 }
 
 /// Another node. Without `connect` this node only accepts that peer's connection.
@@ -537,6 +563,7 @@ fn resolve(file: FileConfig, source: &Path, base: &Path) -> Result<NodeConfig, C
         routes,
         shards,
         admin,
+        io: file.io.unwrap_or_default(),
         source: source.to_path_buf(),
     })
 }

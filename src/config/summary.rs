@@ -107,6 +107,7 @@ impl NodeConfig {
             Some(a) => writeln!(s, "admin: http://{}/metrics, /healthz, /readyz", a.listen)?,
             None => writeln!(s, "admin: off")?,
         }
+        writeln!(s, "io: {}", self.io.name())?;
         let stats = match self.stats_interval {
             Some(d) => format!("every {}", format_duration(d)),
             None => "off".to_string(),

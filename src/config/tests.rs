@@ -132,6 +132,7 @@ fn expected_example() -> NodeConfig {
         }],
         shards: ShardSettings::default(),
         admin: None,
+        io: IoMode::Auto,
         source: PathBuf::new(),
     }
 }
@@ -266,6 +267,17 @@ fn bad_values_name_their_key() {
     assert!(e.contains("buffer_size") && e.contains("KiB"), "{e}");
     let e = err_text(parse(&format!("stats_interval = \"often\"\n{MINIMAL}")));
     assert!(e.contains("stats_interval"), "{e}");
+}
+
+#[test]
+fn io_backend_is_chosen_by_name_and_defaults_to_auto() {
+    assert_eq!(parse(MINIMAL).unwrap().io, IoMode::Auto);
+    let top =
+        |line: &str| parse(&MINIMAL.replace("node = \"a\"\n", &format!("node = \"a\"\n{line}\n")));
+    assert_eq!(top("io = \"uring\"").unwrap().io, IoMode::Uring);
+    assert_eq!(top("io = \"mio\"").unwrap().io, IoMode::Mio);
+    let e = err_text(top("io = \"epoll\""));
+    assert!(e.contains("io") && e.contains("`uring`"), "{e}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod cmsg;
 pub mod local;
 pub mod steer;
 pub mod udp;
+pub mod uring;
 
 use std::io;
 use std::net::SocketAddr;

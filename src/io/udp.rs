@@ -360,7 +360,7 @@ fn set_int_option(
     }
 }
 
-fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.

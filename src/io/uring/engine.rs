@@ -1,0 +1,558 @@
+//! [`UringIo`]: the QUIC socket on a ring. It owns the ring, the socket, the provided buffers and
+//! the send slots, keeps one multishot receive and one multishot poll (on a watched descriptor)
+//! armed, turns completions into [`Completion`]s, and tears down with operations in flight.
+//!
+//! Receive: one `RECVMSG` with `IORING_RECV_MULTISHOT` picks buffers from the [`BufRing`]; each
+//! completion names its buffer, which holds an `io_uring_recvmsg_out` header, the source address,
+//! the control messages (the `UDP_GRO` segment size, decoded by [`crate::io::cmsg`]) and the
+//! payload. The payload is split by segment size, each datagram handed out in place, and the
+//! buffer given back to the ring at once. A receive that ends (ENOBUFS when every buffer waits
+//! in the completion queue, an error the socket reports, anything without `IORING_CQE_F_MORE`)
+//! is re-armed at the end of the same reap.
+//!
+//! ICMP errors: with `IP_RECVERR` an ICMP error queues a report and sets the socket error, which
+//! ends the armed receive (or fails the next send) with that error; the engine then reads the
+//! error queue (`recvmsg(MSG_ERRQUEUE)`, not on the ring: it is rare and must not wait) and
+//! reports each port unreachable, so a dead peer's connection still ends at once, and re-arms.
+//!
+//! Send: a GSO batch goes out as one `SENDMSG` with a `UDP_SEGMENT` cmsg from a [`Slot`]. A
+//! kernel that refuses a segmented send (EIO, EINVAL) switches the socket to one datagram per
+//! send, and the refused batch is resent datagram by datagram, as in [`crate::io::udp`]. Other
+//! send errors are counted; QUIC recovers the loss.
+//!
+//! [`Slot`]: super::tx::Slot
+
+use std::io;
+use std::mem::ManuallyDrop;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{Fd, RecvMsgOut};
+use io_uring::{cqueue, opcode};
+
+use super::bufring::BufRing;
+use super::ring::Ring;
+use super::tx::Slots;
+use super::{Token, UringError};
+use crate::io::cmsg::{self, CmsgBuf};
+use crate::io::udp::{self, UdpSocket};
+use crate::io::{DatagramIo, DatagramStats, Transmit};
+
+/// Submission entries: a turn queues at most every send slot plus a few re-arms.
+const SQ_ENTRIES: u32 = 256;
+/// Completion entries: room for every provided buffer, every send and the polls.
+const CQ_ENTRIES: u32 = 1024;
+/// The buffer group of the receive buffers (one group per ring).
+const BGID: u16 = 1;
+/// Provided receive buffers (a power of two).
+pub const RECV_BUFFERS: u16 = 64;
+/// Space the kernel writes before the payload: the recvmsg_out header (16), the address (the
+/// size of `sockaddr_storage`, a multiple of 8 so the control messages stay aligned) and the
+/// control messages.
+const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_storage>();
+const CONTROL_LEN: usize = 64;
+/// One provided buffer: the header space plus a whole 64 KiB GRO buffer, rounded to pages.
+pub const RECV_BUFFER_SIZE: usize = 68 << 10;
+/// Concurrent sends (each a GSO batch of up to 64 KiB).
+const SEND_SLOTS: u16 = 32;
+/// How long teardown lets queued sends complete before it cancels them.
+const SEND_GRACE: Duration = Duration::from_millis(200);
+/// How long teardown waits for cancelled operations to complete.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// What a reap hands to the shard.
+pub enum Completion<'a> {
+    /// One datagram (a GRO buffer already split), in place: quiche decrypts it there.
+    Datagram {
+        data: &'a mut [u8],
+        from: SocketAddr,
+    },
+    /// An ICMP port unreachable for a datagram sent to this address.
+    PortUnreachable(SocketAddr),
+    /// The watched descriptor is readable.
+    Watched,
+}
+
+/// Everything the kernel may read or write while an operation is in flight. Freed only once
+/// teardown has seen the last completion of every operation; leaked otherwise.
+struct KernelMemory {
+    /// The multishot receive's template: the kernel reads its name and control lengths.
+    recv_msg: Box<libc::msghdr>,
+    bufs: BufRing,
+    slots: Slots,
+}
+
+pub struct UringIo {
+    ring: Ring,
+    udp: UdpSocket,
+    fd: RawFd,
+    mem: ManuallyDrop<KernelMemory>,
+    recv_armed: bool,
+    /// The receive ended with an error: read the error queue before re-arming.
+    recv_error: bool,
+    watch_fd: Option<RawFd>,
+    watch_armed: bool,
+    gso_segments: usize,
+    stats: DatagramStats,
+    /// Completions of one reap, copied out so handling them may queue new requests.
+    cqes: Vec<(u64, i32, u32)>,
+    /// Sends queued since the last enter (that enter carries them).
+    sends_queued: bool,
+    enobufs: u64,
+    truncated: u64,
+    closing: bool,
+    /// Teardown saw every operation's last completion.
+    quiesced: bool,
+    last_error_log: Option<Instant>,
+}
+
+impl UringIo {
+    /// Sets up the ring, registers the receive buffers and arms the receive on `udp` and a poll
+    /// on `watch` (if given). Fails, before any request is submitted, if the kernel lacks what
+    /// the engine needs.
+    pub fn new(udp: UdpSocket, watch: Option<RawFd>) -> Result<UringIo, UringError> {
+        let ring = Ring::new(SQ_ENTRIES, CQ_ENTRIES)?;
+        let bufs = BufRing::new(&ring, BGID, RECV_BUFFERS, RECV_BUFFER_SIZE)?;
+        let recv_msg = Box::new(recv_template());
+        let mut udp = udp;
+        let fd = udp.source().as_raw_fd();
+        let gso_segments = udp.max_gso_segments();
+        let mut io = UringIo {
+            ring,
+            udp,
+            fd,
+            mem: ManuallyDrop::new(KernelMemory {
+                recv_msg,
+                bufs,
+                slots: Slots::new(SEND_SLOTS),
+            }),
+            recv_armed: false,
+            recv_error: false,
+            watch_fd: watch,
+            watch_armed: false,
+            gso_segments,
+            stats: DatagramStats::default(),
+            cqes: Vec::with_capacity(CQ_ENTRIES as usize),
+            sends_queued: false,
+            enobufs: 0,
+            truncated: 0,
+            closing: false,
+            quiesced: false,
+            last_error_log: None,
+        };
+        io.arm();
+        Ok(io)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp.local_addr()
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn gro(&self) -> bool {
+        self.udp.capabilities().gro
+    }
+
+    /// Largest number of datagrams one send may carry (1 without GSO or after a refusal).
+    pub fn max_gso_segments(&self) -> usize {
+        self.gso_segments
+    }
+
+    /// The ring's counters plus those of the direct system calls (error queue, GSO resends).
+    /// `send_calls` and `recv_calls` count `io_uring_enter` calls that carried sends or brought
+    /// receives (and the direct calls), so datagrams per call compare with the mio backend's.
+    pub fn stats(&self) -> DatagramStats {
+        let u = self.udp.stats();
+        let s = self.stats;
+        DatagramStats {
+            send_calls: s.send_calls + u.send_calls,
+            datagrams_sent: s.datagrams_sent + u.datagrams_sent,
+            bytes_sent: s.bytes_sent + u.bytes_sent,
+            recv_calls: s.recv_calls + u.recv_calls,
+            datagrams_received: s.datagrams_received + u.datagrams_received,
+            bytes_received: s.bytes_received + u.bytes_received,
+            send_errors: s.send_errors + u.send_errors,
+            gso_fallbacks: s.gso_fallbacks + u.gso_fallbacks,
+        }
+    }
+
+    /// `io_uring_enter` calls so far; receives that ran out of buffers; datagrams dropped
+    /// because they did not fit a buffer.
+    pub fn ring_counters(&self) -> (u64, u64, u64) {
+        (self.ring.enters(), self.enobufs, self.truncated)
+    }
+
+    /// Submits what is queued and waits for a completion or `timeout` (one system call).
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if std::mem::take(&mut self.sends_queued) {
+            self.stats.send_calls += 1;
+        }
+        self.ring.enter(timeout)
+    }
+
+    // ---- send ----
+
+    /// The payload buffer of a free send slot, to fill with one batch; `None` while every slot
+    /// is in flight (the shard waits for completions, as it waits for a writable socket on mio).
+    pub fn send_buffer(&mut self) -> Option<&mut [u8]> {
+        let n = self.mem.slots.peek_free()?;
+        self.mem.slots.get_mut(n).map(|s| s.payload_mut())
+    }
+
+    /// Queues the batch just written into [`UringIo::send_buffer`]: `len` bytes to `to` in
+    /// datagrams of `segment_size`. It leaves with the next [`UringIo::wait`].
+    pub fn send(&mut self, to: SocketAddr, len: usize, segment_size: usize) {
+        let Some(n) = self.mem.slots.peek_free() else {
+            return;
+        };
+        let segment_size = segment_size.max(1);
+        let segments = len.div_ceil(segment_size);
+        if segments > 1 && self.gso_segments == 1 {
+            // GSO is off for this socket: the socket backend sends one datagram per call.
+            let contents = self.mem.slots.get_mut(n).map(|s| &s.payload_mut()[..len]);
+            if let Some(contents) = contents {
+                let t = Transmit {
+                    to,
+                    contents,
+                    segment_size,
+                };
+                self.udp.send(&t).ok();
+            }
+            return;
+        }
+        let gso = (segments > 1).then_some(segment_size as u16);
+        let Some(slot) = self.mem.slots.get_mut(n) else {
+            return;
+        };
+        let msg = slot.prepare(to, len, gso);
+        let sqe = opcode::SendMsg::new(Fd(self.fd), msg)
+            .build()
+            .user_data(Token::Send(n).to_user_data());
+        // SAFETY: `msg` and everything it points to (address, iovec, payload, cmsg) live in the
+        // boxed slot `n`, which is now in flight: nothing writes or frees it until the
+        // completion of `Token::Send(n)` is reaped (`Slots::release`), and teardown waits for
+        // that completion or leaks the slot. The socket outlives the request likewise.
+        let pushed = unsafe { self.ring.push(&sqe) };
+        match pushed {
+            Ok(()) => {
+                self.mem.slots.take(n);
+                self.sends_queued = true;
+            }
+            Err(e) => {
+                // Not queued: the kernel never saw the slot.
+                if let Some(slot) = self.mem.slots.get_mut(n) {
+                    slot.complete();
+                }
+                self.stats.send_errors += 1;
+                self.log_error("send", &e);
+            }
+        }
+    }
+
+    // ---- completions ----
+
+    /// Hands every completion ready now to `on`, gives receive buffers back, and re-arms what
+    /// ended.
+    pub fn reap(&mut self, on: &mut impl FnMut(Completion<'_>)) {
+        self.cqes.clear();
+        self.cqes.extend(self.ring.completions());
+        let mut received = false;
+        for i in 0..self.cqes.len() {
+            let (user_data, res, flags) = self.cqes[i];
+            match Token::from_user_data(user_data) {
+                Some(Token::Recv) => received |= self.on_recv(res, flags, on),
+                Some(Token::Send(n)) => self.on_send(n, res, on),
+                Some(Token::Watch) => {
+                    if res >= 0 {
+                        on(Completion::Watched);
+                    }
+                    if !cqueue::more(flags) {
+                        self.watch_armed = false;
+                    }
+                }
+                Some(Token::Cancel) | None => {}
+            }
+        }
+        if received {
+            self.stats.recv_calls += 1;
+        }
+        if !self.closing {
+            if self.recv_error && !self.recv_armed {
+                self.recv_error = false;
+                self.read_error_queue(on);
+            }
+            self.arm();
+        }
+    }
+
+    /// One receive completion; true if it carried data.
+    fn on_recv(&mut self, res: i32, flags: u32, on: &mut impl FnMut(Completion<'_>)) -> bool {
+        if !cqueue::more(flags) {
+            self.recv_armed = false;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            match -res {
+                libc::ENOBUFS => self.enobufs += 1,
+                libc::ECANCELED => {}
+                _ if res < 0 => self.recv_error = true,
+                _ => {}
+            }
+            return false;
+        };
+        let mut got = false;
+        if res >= 0 && !self.closing {
+            got = self.deliver(bid, res as usize, on);
+        }
+        self.mem.bufs.give_back(bid);
+        got
+    }
+
+    /// Splits the datagrams in buffer `bid` (its first `len` bytes) and hands them out.
+    fn deliver(&mut self, bid: u16, len: usize, on: &mut impl FnMut(Completion<'_>)) -> bool {
+        // The lengths the receive was armed with, in a msghdr of our own: the armed one is
+        // the kernel's until the receive ends.
+        let msghdr = recv_template();
+        // SAFETY: the completion naming `bid` has been reaped and the buffer is given back only
+        // after this function returns, so the kernel neither writes nor lends it meanwhile.
+        let buf = unsafe { self.mem.bufs.filled(bid, len) };
+        let Ok(out) = RecvMsgOut::parse(buf, &msghdr) else {
+            return false;
+        };
+        if out.is_payload_truncated() {
+            self.truncated += 1;
+            return false;
+        }
+        let from = sockaddr_from_bytes(out.name_data());
+        let payload = out.payload_data();
+        let segment = gro_segment(out.control_data()).unwrap_or(payload.len());
+        let start = payload.as_ptr() as usize - buf.as_ptr() as usize;
+        let plen = payload.len();
+        let Some(from) = from else {
+            return false;
+        };
+        let segment = segment.max(1);
+        let datagrams = &mut buf[start..start + plen];
+        let mut count = 0u64;
+        for d in datagrams.chunks_mut(segment) {
+            count += 1;
+            on(Completion::Datagram { data: d, from });
+        }
+        self.stats.datagrams_received += count;
+        self.stats.bytes_received += plen as u64;
+        true
+    }
+
+    fn on_send(&mut self, n: u16, res: i32, on: &mut impl FnMut(Completion<'_>)) {
+        let Some(slot) = self.mem.slots.get(n) else {
+            return;
+        };
+        let (to, len, segment_size) = (slot.to, slot.len, slot.segment_size.max(1));
+        let segments = len.div_ceil(segment_size);
+        if res >= 0 {
+            self.stats.datagrams_sent += segments as u64;
+            self.stats.bytes_sent += len as u64;
+            self.mem.slots.release(n);
+            return;
+        }
+        let err = io::Error::from_raw_os_error(-res);
+        match -res {
+            libc::ECANCELED => {}
+            libc::EIO | libc::EINVAL if segments > 1 && self.gso_segments > 1 => {
+                // The kernel refused a segmented send: this socket sends one datagram per call
+                // from now on. The socket backend resends the batch (it finds GSO refused too,
+                // logs it, counts the fallback and sends datagram by datagram).
+                self.gso_segments = 1;
+                if let Some(slot) = self.mem.slots.get(n) {
+                    let contents = slot.contents();
+                    let t = Transmit {
+                        to,
+                        contents,
+                        segment_size,
+                    };
+                    self.udp.send(&t).ok();
+                }
+            }
+            _ => {
+                self.stats.send_errors += 1;
+                self.log_error("send", &err);
+                // A failed send may carry an ICMP error (ECONNREFUSED after port unreachable):
+                // read the reports now, the receive may never see them.
+                self.read_error_queue(on);
+            }
+        }
+        self.mem.slots.release(n);
+    }
+
+    /// Reports queued ICMP errors (port unreachable ends a dead peer's connection at once).
+    fn read_error_queue(&mut self, on: &mut impl FnMut(Completion<'_>)) {
+        for _ in 0..64 {
+            match self.udp.recv_error() {
+                Ok(Some(e)) if e.port_unreachable => {
+                    tracing::debug!(to = %e.to, "ICMP port unreachable");
+                    on(Completion::PortUnreachable(e.to));
+                }
+                Ok(Some(e)) => tracing::debug!(to = %e.to, errno = e.errno, "ICMP error ignored"),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the socket error queue failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Arms the receive and the watch poll if they are not armed.
+    fn arm(&mut self) {
+        if !self.recv_armed {
+            let sqe = opcode::RecvMsgMulti::new(Fd(self.fd), &*self.mem.recv_msg, BGID)
+                .build()
+                .user_data(Token::Recv.to_user_data());
+            // SAFETY: `recv_msg` is boxed in `mem` and never written after `new`; the buffers it
+            // selects belong to the registered ring in `mem`. Both stay until teardown has
+            // reaped the receive's last completion (or are leaked).
+            match unsafe { self.ring.push(&sqe) } {
+                Ok(()) => self.recv_armed = true,
+                Err(e) => self.log_error("arming the receive", &e),
+            }
+        }
+        if let (Some(fd), false) = (self.watch_fd, self.watch_armed) {
+            let sqe = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(Token::Watch.to_user_data());
+            // SAFETY: a poll request carries no pointer into our memory.
+            match unsafe { self.ring.push(&sqe) } {
+                Ok(()) => self.watch_armed = true,
+                Err(e) => self.log_error("arming the poll", &e),
+            }
+        }
+    }
+
+    /// Cancels every operation in flight and waits (bounded) for their last completions, then
+    /// takes the receive buffers back from the kernel. True when nothing is left in flight;
+    /// otherwise the memory the kernel may still use is leaked when `self` drops.
+    pub fn shutdown(&mut self) -> bool {
+        if self.closing {
+            return self.quiesced;
+        }
+        self.closing = true;
+        // Sends first: they are the node's last words (CONNECTION_CLOSE) and a UDP send
+        // completes at once unless the socket buffer is full, so they get a moment before
+        // whatever is left is cancelled.
+        let deadline = Instant::now() + SEND_GRACE;
+        while self.mem.slots.in_flight() > 0 && Instant::now() < deadline {
+            if self.ring.enter(Some(Duration::from_millis(10))).is_err() {
+                break;
+            }
+            self.reap(&mut |_| {});
+        }
+        let mut targets = Vec::new();
+        if self.recv_armed {
+            targets.push(Token::Recv);
+        }
+        if self.watch_armed {
+            targets.push(Token::Watch);
+        }
+        targets.extend(self.mem.slots.in_flight_ids().into_iter().map(Token::Send));
+        for t in targets {
+            let sqe = opcode::AsyncCancel::new(t.to_user_data())
+                .build()
+                .user_data(Token::Cancel.to_user_data());
+            // SAFETY: a cancel request carries no pointer into our memory.
+            unsafe { self.ring.push(&sqe) }.ok();
+        }
+        let deadline = Instant::now() + TEARDOWN_WAIT;
+        while self.in_flight() > 0 && Instant::now() < deadline {
+            if self.ring.enter(Some(Duration::from_millis(50))).is_err() {
+                break;
+            }
+            self.reap(&mut |_| {});
+        }
+        self.quiesced = self.in_flight() == 0;
+        if self.quiesced {
+            if let Err(e) = self.mem.bufs.unregister(&self.ring) {
+                tracing::warn!(error = %e, "unregistering the receive buffers failed");
+                self.quiesced = false;
+            }
+        }
+        self.quiesced
+    }
+
+    /// Operations whose last completion has not been reaped.
+    pub fn in_flight(&self) -> usize {
+        self.recv_armed as usize + self.watch_armed as usize + self.mem.slots.in_flight()
+    }
+
+    fn log_error(&mut self, what: &str, err: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.last_error_log = Some(now);
+            tracing::warn!(error = %err, "io_uring {what} failed (further errors counted, logged at most once a minute)");
+        }
+    }
+}
+
+impl Drop for UringIo {
+    fn drop(&mut self) {
+        if self.shutdown() {
+            // SAFETY: `shutdown` saw the last completion of every operation and unregistered the
+            // buffer ring, so the kernel holds no pointer into `mem`; it is dropped once, here.
+            unsafe { ManuallyDrop::drop(&mut self.mem) };
+        } else {
+            tracing::error!(
+                in_flight = self.in_flight(),
+                "io_uring operations still in flight at teardown: their memory is leaked, not freed"
+            );
+        }
+    }
+}
+
+/// The msghdr a multishot receive is armed with: the kernel reads only the name and control
+/// lengths, which size the header it writes in front of each payload.
+fn recv_template() -> libc::msghdr {
+    // SAFETY: msghdr is plain data, valid when zeroed.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_namelen = NAME_LEN as _;
+    msg.msg_controllen = CONTROL_LEN as _;
+    msg
+}
+
+/// The source address a multishot receive wrote (`name_data`, at most a `sockaddr_storage`).
+fn sockaddr_from_bytes(name: &[u8]) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain data, valid when zeroed.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = name
+        .len()
+        .min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: copies `n` bytes, within both `name` and `storage`; they do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            name.as_ptr(),
+            &mut storage as *mut libc::sockaddr_storage as *mut u8,
+            n,
+        )
+    };
+    udp::sockaddr_to_std(&storage)
+}
+
+/// The `UDP_GRO` segment size among the control messages a multishot receive wrote. They are
+/// copied into an aligned buffer first: the libc CMSG_* walk dereferences headers in place.
+fn gro_segment(control: &[u8]) -> Option<usize> {
+    let mut buf = CmsgBuf::default();
+    let n = control.len().min(buf.0.len());
+    buf.0[..n].copy_from_slice(&control[..n]);
+    // SAFETY: msghdr is plain data, valid when zeroed.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_control = buf.0.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = n as _;
+    // SAFETY: `msg` describes `buf`, alive and `n` bytes long, holding the control messages the
+    // kernel wrote.
+    unsafe { cmsg::decode_gro_segment(&msg) }
+}

@@ -20,9 +20,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use super::core::ShardReport;
-use super::mio_loop::{
-    raise_fd_limit, Mailbox, MioShard, NodeError, ShardMsg, ShardReload, ShardSetup,
-};
+use super::inbox::{Mailbox, ShardMsg, ShardReload, ShardSetup};
+use super::mio_loop::{raise_fd_limit, MioShard, NodeError};
 use super::placement::{allowed_cpus, pin_current_thread, Placement};
 use crate::addr::LocalAddr;
 use crate::admin::snapshot::ShardSnapshot;

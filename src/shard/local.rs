@@ -1,0 +1,208 @@
+//! The local side of a shard, the same on both backends: the link endpoints' listeners and the
+//! local connections, watched by the shard's mio `Poll` (on the io_uring backend that `Poll`'s
+//! epoll descriptor is itself watched by the ring), and how their readiness reaches the core.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+
+use mio::event::Event;
+use mio::{Interest, Registry, Token};
+
+use super::core::{LocalEvent, ShardCore};
+use super::inbox::{Mailbox, ShardMsg};
+use crate::addr::LocalAddr;
+use crate::io::local::{LocalListener, LocalStream};
+use crate::io::{LocalConn, LocalIo};
+
+/// Link endpoint `i`'s listener is registered as `LISTENER_BASE + i`.
+pub(crate) const LISTENER_BASE: usize = 16;
+/// Link `n`'s local connection is registered as `LINK_BASE + n`.
+pub(crate) const LINK_BASE: usize = 1 << 24;
+
+impl LocalConn for LocalStream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(self, buf)
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        Write::write(self, bytes)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        LocalStream::shutdown_write(self)
+    }
+
+    fn finish_connect(&mut self) -> io::Result<bool> {
+        LocalStream::finish_connect(self)
+    }
+}
+
+/// The local side of a shard: the link endpoints and the registry the core's local connections
+/// are watched with (token `LINK_BASE + link`).
+pub struct MioLocal {
+    registry: Registry,
+    /// By endpoint index (the configuration's `links`); `None` once closed, or where another
+    /// shard holds the endpoint's listener (a Unix endpoint's is shard 0's).
+    listeners: Vec<Option<LocalListener>>,
+    /// Their addresses, for removing Unix socket files when they close.
+    addrs: Vec<LocalAddr>,
+    /// Connections another shard accepted for this one, by endpoint.
+    handed: Vec<VecDeque<LocalStream>>,
+    /// Where Unix connections go in turn: this shard's index, every shard's mailbox.
+    shard: usize,
+    mailboxes: Vec<Mailbox>,
+    next_turn: usize,
+}
+
+impl MioLocal {
+    /// Registers this shard's `listeners` (by endpoint index, at `addrs`) with `registry`.
+    pub fn new(
+        registry: Registry,
+        mut listeners: Vec<Option<LocalListener>>,
+        addrs: Vec<LocalAddr>,
+        shard: usize,
+        mailboxes: Vec<Mailbox>,
+    ) -> io::Result<MioLocal> {
+        for (i, l) in listeners.iter_mut().enumerate() {
+            if let Some(l) = l {
+                registry.register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            }
+        }
+        Ok(MioLocal {
+            registry,
+            handed: listeners.iter().map(|_| VecDeque::new()).collect(),
+            listeners,
+            addrs,
+            shard,
+            mailboxes,
+            next_turn: 0,
+        })
+    }
+
+    /// The endpoints of a reloaded configuration, `addrs` in its order: an endpoint whose
+    /// address was there before keeps its listener (and the connections handed to it), a new
+    /// one takes its listener from `fresh`, and a removed one's listener closes (its Unix socket
+    /// file goes). Listeners are registered again under their new index.
+    pub(crate) fn reconfigure(&mut self, addrs: Vec<LocalAddr>, fresh: Vec<Option<LocalListener>>) {
+        let mut old_listeners = std::mem::take(&mut self.listeners);
+        let mut old_handed = std::mem::take(&mut self.handed);
+        let old_addrs = std::mem::replace(&mut self.addrs, addrs);
+        let mut fresh = fresh.into_iter();
+        for (i, addr) in self.addrs.iter().enumerate() {
+            let new = fresh.next().flatten();
+            let (listener, handed) = match old_addrs.iter().position(|a| a == addr) {
+                Some(j) => (old_listeners[j].take(), std::mem::take(&mut old_handed[j])),
+                None => (new, VecDeque::new()),
+            };
+            let listener = listener.and_then(|mut l| {
+                let token = Token(LISTENER_BASE + i);
+                // A kept listener is registered already (under its old index): move it.
+                let moved = self
+                    .registry
+                    .reregister(&mut l, token, Interest::READABLE)
+                    .or_else(|_| self.registry.register(&mut l, token, Interest::READABLE));
+                match moved {
+                    Ok(()) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(endpoint = %addr, error = %e, "cannot watch the link endpoint; it accepts nothing");
+                        None
+                    }
+                }
+            });
+            self.listeners.push(listener);
+            self.handed.push(handed);
+        }
+        // What is left belongs to removed endpoints: deregistered and dropped (a Unix socket
+        // file is removed by its listener's drop), their handed connections closed.
+        for mut l in old_listeners.into_iter().flatten() {
+            self.registry.deregister(&mut l).ok();
+        }
+    }
+
+    /// A connection another shard accepted on `endpoint` for this one.
+    pub(crate) fn take_over(&mut self, endpoint: usize, conn: LocalStream) {
+        if let Some(q) = self.handed.get_mut(endpoint) {
+            q.push_back(conn);
+        }
+    }
+}
+
+impl LocalIo for MioLocal {
+    type Conn = LocalStream;
+
+    fn accept(&mut self, endpoint: usize) -> io::Result<LocalStream> {
+        if let Some(conn) = self.handed.get_mut(endpoint).and_then(VecDeque::pop_front) {
+            return Ok(conn);
+        }
+        let Some(Some(l)) = self.listeners.get(endpoint) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let shared = matches!(l, LocalListener::Unix(..)) && self.mailboxes.len() > 1;
+        loop {
+            let conn = l.accept()?;
+            if !shared {
+                return Ok(conn);
+            }
+            // A Unix endpoint has one listener: its connections go to the shards in turn.
+            let to = self.next_turn % self.mailboxes.len();
+            self.next_turn = self.next_turn.wrapping_add(1);
+            if to == self.shard {
+                return Ok(conn);
+            }
+            // A shard that has stopped drops it: the client sees the connection close.
+            self.mailboxes[to].send(ShardMsg::Accepted { endpoint, conn });
+        }
+    }
+
+    fn connect(&mut self, target: &LocalAddr) -> io::Result<LocalStream> {
+        LocalStream::connect(target)
+    }
+
+    fn watch(&mut self, conn: &mut LocalStream, link: usize) -> io::Result<()> {
+        conn.tune();
+        self.registry.register(
+            conn,
+            Token(LINK_BASE + link),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    fn unwatch(&mut self, conn: &mut LocalStream) {
+        self.registry.deregister(conn).ok();
+    }
+
+    fn close_endpoints(&mut self) {
+        for (slot, addr) in self.listeners.iter_mut().zip(&self.addrs) {
+            if let Some(mut l) = slot.take() {
+                self.registry.deregister(&mut l).ok();
+                if let LocalAddr::Unix(path) = addr {
+                    std::fs::remove_file(path).ok();
+                }
+            }
+        }
+        // Handed over but not yet taken on: they close with the endpoint.
+        self.handed.iter_mut().for_each(VecDeque::clear);
+    }
+}
+
+/// Hands `ev` to the core if it is a link's or a link endpoint's; false for other tokens (the
+/// backend's own).
+pub fn on_local_event(core: &mut ShardCore<MioLocal>, ev: &Event) -> bool {
+    match ev.token() {
+        Token(t) if t >= LINK_BASE => core.on_local_event(
+            t - LINK_BASE,
+            LocalEvent {
+                readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                read_closed: ev.is_read_closed() || ev.is_error(),
+                writable: ev.is_writable() || ev.is_error(),
+            },
+        ),
+        Token(t) if t >= LISTENER_BASE => {
+            core.on_endpoint_readable(t - LISTENER_BASE, std::time::Instant::now())
+        }
+        _ => return false,
+    }
+    true
+}

@@ -1,5 +1,7 @@
-//! The node: one shard per CPU, each a thread pinned to its CPU that runs a [`MioShard`], and a
-//! supervisor on the calling thread that owns the signals, the stats line and the shards' ends.
+//! The node: one shard per CPU, each a thread pinned to its CPU that runs a shard loop on the
+//! node's I/O backend ([`super::backend`]: a `MioShard` or a `UringShard`, built from the same
+//! [`ShardSetup`]), and a supervisor on the calling thread that owns the signals, the stats line
+//! and the shards' ends.
 //!
 //! Shared nothing on the hot path: each shard owns its UDP socket of the node's reuseport group
 //! (steered by connection ID, `crate::io::steer`), its QUIC connections, its link endpoints'
@@ -19,9 +21,10 @@ use mio::Poll;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
+use super::backend::{self, Backend, ShardLoop};
 use super::core::ShardReport;
 use super::inbox::{Mailbox, ShardMsg, ShardReload, ShardSetup};
-use super::mio_loop::{raise_fd_limit, MioShard, NodeError};
+use super::mio_loop::{raise_fd_limit, NodeError};
 use super::placement::{allowed_cpus, pin_current_thread, Placement};
 use crate::addr::LocalAddr;
 use crate::admin::snapshot::ShardSnapshot;
@@ -76,6 +79,7 @@ impl Node {
             tracing::warn!("{w}");
         }
         let n = placement.shards();
+        let io = backend::choose(cfg.io);
         let group = if cfg.quic.steering {
             steer::bind_group(cfg.quic.listen, n)?
         } else {
@@ -158,7 +162,7 @@ impl Node {
             let exited = events_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("rlinkd-shard-{index}"))
-                .spawn(move || shard_main(cfg, setup, cpu, ready, exited))
+                .spawn(move || shard_main(cfg, io, setup, cpu, ready, exited))
                 .map_err(|source| NodeError::Thread {
                     shard: index,
                     source,
@@ -518,6 +522,7 @@ fn shard_config(cfg: &NodeConfig, n: usize) -> NodeConfig {
 /// A shard's thread: pin, build the loop, say so, run, report the end.
 fn shard_main(
     cfg: NodeConfig,
+    io: Backend,
     setup: ShardSetup,
     cpu: Option<usize>,
     ready: Sender<Result<(), NodeError>>,
@@ -530,7 +535,7 @@ fn shard_main(
             tracing::warn!(shard = index, error = %e, "cannot pin the shard to its CPU");
         }
     }
-    let mut shard = match MioShard::new(cfg, setup) {
+    let mut shard = match ShardLoop::new(io, cfg, setup) {
         Ok(s) => {
             ready.send(Ok(())).ok();
             s

@@ -74,6 +74,40 @@ pub enum Completion<'a> {
     Watched,
 }
 
+/// A ring with its receive buffers registered, before it is given a socket: everything that
+/// fails where the kernel cannot run the engine, so a shard finds out before it commits its
+/// sockets to this backend. Dropped unused, it takes the buffers back from the kernel first.
+pub struct RingSetup {
+    parts: Option<(Ring, BufRing)>,
+}
+
+impl RingSetup {
+    pub fn new() -> Result<RingSetup, UringError> {
+        let ring = Ring::new(SQ_ENTRIES, CQ_ENTRIES)?;
+        let bufs = BufRing::new(&ring, BGID, RECV_BUFFERS, RECV_BUFFER_SIZE)?;
+        Ok(RingSetup {
+            parts: Some((ring, bufs)),
+        })
+    }
+
+    fn take(mut self) -> (Ring, BufRing) {
+        match self.parts.take() {
+            Some(parts) => parts,
+            // `parts` is only taken here, and `take` consumes the setup.
+            None => unreachable!("a ring setup is started once"),
+        }
+    }
+}
+
+impl Drop for RingSetup {
+    fn drop(&mut self) {
+        if let Some((ring, mut bufs)) = self.parts.take() {
+            // No request was ever submitted on this ring, so nothing can be picking a buffer.
+            bufs.unregister(&ring).ok();
+        }
+    }
+}
+
 /// Everything the kernel may read or write while an operation is in flight. Freed only once
 /// teardown has seen the last completion of every operation; leaked otherwise.
 struct KernelMemory {
@@ -112,8 +146,12 @@ impl UringIo {
     /// on `watch` (if given). Fails, before any request is submitted, if the kernel lacks what
     /// the engine needs.
     pub fn new(udp: UdpSocket, watch: Option<RawFd>) -> Result<UringIo, UringError> {
-        let ring = Ring::new(SQ_ENTRIES, CQ_ENTRIES)?;
-        let bufs = BufRing::new(&ring, BGID, RECV_BUFFERS, RECV_BUFFER_SIZE)?;
+        Ok(UringIo::start(RingSetup::new()?, udp, watch))
+    }
+
+    /// The engine on a ring already set up: arms the receive on `udp` and a poll on `watch`.
+    pub fn start(setup: RingSetup, udp: UdpSocket, watch: Option<RawFd>) -> UringIo {
+        let (ring, bufs) = setup.take();
         let recv_msg = Box::new(recv_template());
         let mut udp = udp;
         let fd = udp.source().as_raw_fd();
@@ -142,7 +180,7 @@ impl UringIo {
             last_error_log: None,
         };
         io.arm();
-        Ok(io)
+        io
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -27,7 +27,7 @@ pub mod tx;
 
 use std::io;
 
-pub use engine::{Completion, UringIo};
+pub use engine::{Completion, RingSetup, UringIo};
 pub use ring::{Ring, TaskRun};
 
 /// Why the io_uring backend cannot run here. A shard that gets one runs on mio instead.

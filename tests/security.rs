@@ -362,8 +362,13 @@ fn a_second_process_with_the_same_identity_never_displaces_the_live_one() {
     impostor_plan.quic_extra = quic.iter().map(|s| s.to_string()).collect();
     let impostor_dir = env.path("impostor");
     std::fs::create_dir_all(&impostor_dir).unwrap();
-    let mut impostor = NodeProcess::start(&exe(), &impostor_dir, &env.certs, &impostor_plan)
-        .expect("start the impostor");
+    let mut impostor = NodeProcess::start(
+        &exe(),
+        &impostor_dir,
+        &env.certs,
+        &with_test_io(&impostor_plan),
+    )
+    .expect("start the impostor");
 
     // For 10 s the real a's link keeps echoing, and its connection is never dropped.
     let until = Instant::now() + Duration::from_secs(10);

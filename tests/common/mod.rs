@@ -97,9 +97,10 @@ impl Env {
 
     /// Starts a node whose `NAME.pem`, `NAME.key` and `ca.pem` come from `certs`. With
     /// `RLINKD_TEST_SHARDS=N` in the environment, every node runs N shards unless its plan says
-    /// otherwise (CI runs the suite with 1 and with 2); without it, the node's default.
+    /// otherwise (CI runs the suite with 1 and with 2); without it, the node's default. With
+    /// `RLINKD_TEST_IO`, likewise its I/O backend ([`with_test_io`]).
     pub fn start_with_certs(&self, plan: &NodePlan, certs: &Path) -> NodeProcess {
-        let mut plan = with_test_shards(plan);
+        let mut plan = with_test_io(&with_test_shards(plan));
         // Every test node serves its figures: tests read them there, not in log lines.
         with_admin(&mut plan);
         let plan = &plan;
@@ -182,6 +183,23 @@ impl Env {
         }
         out
     }
+}
+
+/// `plan` with `io = "<RLINKD_TEST_IO>"` when that variable is set (to run the whole suite on
+/// one I/O backend: `RLINKD_TEST_IO=uring cargo test --release --tests`), unless the plan sets
+/// `io` itself.
+pub fn with_test_io(plan: &NodePlan) -> NodePlan {
+    let mut plan = plan.clone();
+    if let Ok(io) = std::env::var("RLINKD_TEST_IO") {
+        let sets_io = plan
+            .top_extra
+            .iter()
+            .any(|l| l.split('=').next().is_some_and(|k| k.trim() == "io"));
+        if !io.is_empty() && !sets_io {
+            plan.top_extra.push(format!("io = {io:?}"));
+        }
+    }
+    plan
 }
 
 impl Drop for Env {

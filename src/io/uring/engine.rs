@@ -128,6 +128,9 @@ pub struct UringIo {
     watch_fd: Option<RawFd>,
     watch_armed: bool,
     gso_segments: usize,
+    /// Sends of at least this many bytes use `SENDMSG_ZC` (`None`: none do).
+    zero_copy_from: Option<usize>,
+    zero_copy_sends: u64,
     stats: DatagramStats,
     /// Completions of one reap, copied out so handling them may queue new requests.
     cqes: Vec<(u64, i32, u32)>,
@@ -170,6 +173,8 @@ impl UringIo {
             watch_fd: watch,
             watch_armed: false,
             gso_segments,
+            zero_copy_from: None,
+            zero_copy_sends: 0,
             stats: DatagramStats::default(),
             cqes: Vec::with_capacity(CQ_ENTRIES as usize),
             sends_queued: false,
@@ -193,6 +198,22 @@ impl UringIo {
 
     pub fn gro(&self) -> bool {
         self.udp.capabilities().gro
+    }
+
+    /// Sends of at least `bytes` go out with `SENDMSG_ZC` (the kernel sends from the slot's
+    /// pages instead of copying them, and the slot stays the kernel's until the notification);
+    /// `None`: every send copies. False (and nothing changes) where the kernel lacks the opcode.
+    pub fn set_zero_copy_from(&mut self, bytes: Option<usize>) -> bool {
+        if bytes.is_some() && !self.ring.supports_zero_copy() {
+            return false;
+        }
+        self.zero_copy_from = bytes;
+        true
+    }
+
+    /// Sends that went out zero-copy.
+    pub fn zero_copy_sends(&self) -> u64 {
+        self.zero_copy_sends
     }
 
     /// Largest number of datagrams one send may carry (1 without GSO or after a refusal).
@@ -266,19 +287,29 @@ impl UringIo {
         let Some(slot) = self.mem.slots.get_mut(n) else {
             return;
         };
-        let msg = slot.prepare(to, len, gso);
-        let sqe = opcode::SendMsg::new(Fd(self.fd), msg)
-            .build()
-            .user_data(Token::Send(n).to_user_data());
+        let zero_copy = self.zero_copy_from.is_some_and(|min| len >= min);
+        let msg = slot.prepare(to, len, gso, zero_copy);
+        let user_data = Token::Send(n).to_user_data();
+        let sqe = if zero_copy {
+            opcode::SendMsgZc::new(Fd(self.fd), msg)
+                .build()
+                .user_data(user_data)
+        } else {
+            opcode::SendMsg::new(Fd(self.fd), msg)
+                .build()
+                .user_data(user_data)
+        };
         // SAFETY: `msg` and everything it points to (address, iovec, payload, cmsg) live in the
-        // boxed slot `n`, which is now in flight: nothing writes or frees it until the
-        // completion of `Token::Send(n)` is reaped (`Slots::release`), and teardown waits for
-        // that completion or leaks the slot. The socket outlives the request likewise.
+        // boxed slot `n`, which is now in flight: nothing writes or frees it until the last
+        // completion of `Token::Send(n)` is reaped (the result, and for a zero-copy send the
+        // notification after it; see `on_send`), and teardown waits for that or leaks the slot.
+        // The socket outlives the request likewise.
         let pushed = unsafe { self.ring.push(&sqe) };
         match pushed {
             Ok(()) => {
                 self.mem.slots.take(n);
                 self.sends_queued = true;
+                self.zero_copy_sends += zero_copy as u64;
             }
             Err(e) => {
                 // Not queued: the kernel never saw the slot.
@@ -303,7 +334,7 @@ impl UringIo {
             let (user_data, res, flags) = self.cqes[i];
             match Token::from_user_data(user_data) {
                 Some(Token::Recv) => received |= self.on_recv(res, flags, on),
-                Some(Token::Send(n)) => self.on_send(n, res, on),
+                Some(Token::Send(n)) => self.on_send(n, res, flags, on),
                 Some(Token::Watch) => {
                     if res >= 0 {
                         on(Completion::Watched);
@@ -384,16 +415,28 @@ impl UringIo {
         true
     }
 
-    fn on_send(&mut self, n: u16, res: i32, on: &mut impl FnMut(Completion<'_>)) {
+    /// A send's completion. A zero-copy send completes twice: the result (with
+    /// `IORING_CQE_F_MORE`), then the notification (`IORING_CQE_F_NOTIF`) once the kernel no
+    /// longer reads the payload; the slot is released only then.
+    fn on_send(&mut self, n: u16, res: i32, flags: u32, on: &mut impl FnMut(Completion<'_>)) {
+        if cqueue::notif(flags) {
+            self.mem.slots.release(n);
+            return;
+        }
         let Some(slot) = self.mem.slots.get(n) else {
             return;
         };
         let (to, len, segment_size) = (slot.to, slot.len, slot.segment_size.max(1));
+        let zero_copy = slot.zero_copy();
         let segments = len.div_ceil(segment_size);
+        // A notification follows: the kernel may still read the payload until then.
+        let release = !cqueue::more(flags);
         if res >= 0 {
             self.stats.datagrams_sent += segments as u64;
             self.stats.bytes_sent += len as u64;
-            self.mem.slots.release(n);
+            if release {
+                self.mem.slots.release(n);
+            }
             return;
         }
         let err = io::Error::from_raw_os_error(-res);
@@ -402,9 +445,14 @@ impl UringIo {
             libc::EIO | libc::EINVAL if segments > 1 && self.gso_segments > 1 => {
                 // The kernel refused a segmented send: this socket sends one datagram per call
                 // from now on. The socket backend resends the batch (it finds GSO refused too,
-                // logs it, counts the fallback and sends datagram by datagram).
+                // logs it, counts the fallback and sends datagram by datagram). A zero-copy
+                // batch is not resent (its payload is the kernel's until the notification):
+                // counted, and QUIC recovers it.
                 self.gso_segments = 1;
-                if let Some(slot) = self.mem.slots.get(n) {
+                if zero_copy {
+                    self.stats.gso_fallbacks += 1;
+                    self.stats.send_errors += 1;
+                } else if let Some(slot) = self.mem.slots.get(n) {
                     let contents = slot.contents();
                     let t = Transmit {
                         to,
@@ -422,7 +470,9 @@ impl UringIo {
                 self.read_error_queue(on);
             }
         }
-        self.mem.slots.release(n);
+        if release {
+            self.mem.slots.release(n);
+        }
     }
 
     /// Reports queued ICMP errors (port unreachable ends a dead peer's connection at once).

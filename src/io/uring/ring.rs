@@ -52,6 +52,8 @@ const REQUIRED: &[(&str, u8)] = &[
 pub struct Ring {
     ring: IoUring,
     taskrun: TaskRun,
+    /// `SENDMSG_ZC` is in the probe (6.1): zero-copy sends may be chosen.
+    zero_copy: bool,
     /// `io_uring_enter` calls made through [`Ring::enter`] and [`Ring::push`].
     enters: u64,
 }
@@ -79,12 +81,13 @@ impl Ring {
             flags(&mut b);
             match b.build(entries) {
                 Ok(ring) => {
-                    let ring = Ring {
+                    let mut ring = Ring {
                         ring,
                         taskrun,
+                        zero_copy: false,
                         enters: 0,
                     };
-                    ring.check()?;
+                    ring.zero_copy = ring.check()?;
                     return Ok(ring);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
@@ -96,7 +99,8 @@ impl Ring {
         })))
     }
 
-    fn check(&self) -> Result<(), UringError> {
+    /// Refuses a ring without what the engine needs; says whether `SENDMSG_ZC` is there.
+    fn check(&self) -> Result<bool, UringError> {
         if !self.ring.params().is_feature_ext_arg() {
             return Err(UringError::Missing(
                 "IORING_FEAT_EXT_ARG (timed waits, 5.11)",
@@ -117,7 +121,11 @@ impl Ring {
                 return Err(UringError::Missing(name));
             }
         }
-        Ok(())
+        Ok(probe.is_supported(opcode::SendMsgZc::CODE))
+    }
+
+    pub fn supports_zero_copy(&self) -> bool {
+        self.zero_copy
     }
 
     pub fn taskrun(&self) -> TaskRun {

@@ -188,6 +188,38 @@ fn a_batch_leaves_as_one_gso_send() {
     assert_eq!(tx.in_flight(), 1, "only the receive is left in flight");
 }
 
+/// A zero-copy batch arrives whole, and its slot stays the kernel's until the notification.
+#[test]
+fn a_zero_copy_batch_arrives_and_its_slot_waits_for_the_notification() {
+    let Some(mut tx) = engine(true, false, None) else {
+        return;
+    };
+    if !tx.set_zero_copy_from(Some(0)) {
+        eprintln!("skipped: no SENDMSG_ZC on this kernel");
+        return;
+    }
+    let mut rx = loopback(false, false);
+    let payload: Vec<u8> = (0..3 * 1000).map(|i| (i % 239) as u8).collect();
+    let buf = tx.send_buffer().unwrap();
+    buf[..payload.len()].copy_from_slice(&payload);
+    tx.send(rx.local_addr(), payload.len(), 1000);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tx.in_flight() > 1 && Instant::now() < deadline {
+        reap_for(&mut tx, &mut seen, Duration::from_millis(10));
+    }
+    assert_eq!(tx.in_flight(), 1, "the notification released the slot");
+    assert_eq!(tx.zero_copy_sends(), 1);
+    let mut buf = vec![0u8; 65_536];
+    let mut got = Vec::new();
+    while got.len() < payload.len() {
+        let m = recv_blocking(&mut rx, &mut buf);
+        got.extend_from_slice(&buf[..m.len]);
+    }
+    assert_eq!(got, payload);
+    assert_eq!(tx.stats().datagrams_sent, 3);
+}
+
 /// More segments than the kernel takes in one GSO send: refused, resent datagram by datagram,
 /// and the socket sends one datagram per call from then on.
 #[test]

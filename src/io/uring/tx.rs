@@ -22,6 +22,7 @@ pub struct Slot {
     pub len: usize,
     pub segment_size: usize,
     in_flight: bool,
+    zero_copy: bool,
 }
 
 impl Slot {
@@ -39,6 +40,7 @@ impl Slot {
             len: 0,
             segment_size: 0,
             in_flight: false,
+            zero_copy: false,
         })
     }
 
@@ -55,12 +57,13 @@ impl Slot {
 
     /// Points the `msghdr` at this slot's address, payload (`len` bytes) and, when
     /// `segment_size` is given, a `UDP_SEGMENT` control message; returns the `msghdr` for the
-    /// submission and marks the slot in flight.
+    /// submission and marks the slot in flight (`zero_copy`: until the notification).
     pub fn prepare(
         &mut self,
         to: SocketAddr,
         len: usize,
         gso_segment: Option<u16>,
+        zero_copy: bool,
     ) -> *const libc::msghdr {
         assert!(!self.in_flight && len <= self.payload.len());
         self.to = to;
@@ -86,6 +89,7 @@ impl Slot {
             }
         }
         self.in_flight = true;
+        self.zero_copy = zero_copy;
         &self.msg
     }
 
@@ -96,6 +100,11 @@ impl Slot {
 
     pub fn in_flight(&self) -> bool {
         self.in_flight
+    }
+
+    /// The send in flight (or just completed) went out with `SENDMSG_ZC`.
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
     }
 }
 

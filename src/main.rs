@@ -42,7 +42,7 @@ enum Command {
     },
     /// Measure QUIC rlinks against TCP, Unix-socket and TLS rlinks and HAProxy and stunnel TLS
     /// sidecar pairs on this machine.
-    Bench(rlinkd::bench::BenchArgs),
+    Bench(Box<rlinkd::bench::BenchArgs>),
     /// The benchmark's router emulator (started by `rlinkd bench`).
     #[command(hide = true)]
     BenchRouter {
@@ -180,7 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             init_logging(&tool_filter("warn"), LogFormat::Text)?;
-            rlinkd::bench::run(args)
+            rlinkd::bench::run(*args)
         }
         Command::BenchRouter {
             listen,

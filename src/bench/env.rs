@@ -270,6 +270,10 @@ impl Env {
                             .push(format!("cpus = [{}]", list(&cpus[cpus.len() - n..])));
                     }
                 }
+                if let Some(io) = v.io {
+                    a.top_extra.push(format!("io = {:?}", io.name()));
+                    b.top_extra.push(format!("io = {:?}", io.name()));
+                }
                 let node_b = NodeProcess::start(o.exe, o.dir, o.certs, &b)?;
                 let node_a = NodeProcess::start(o.exe, o.dir, o.certs, &a)?;
                 // Ready: a's shards are all connected to b (its /readyz says 200).

@@ -166,6 +166,10 @@ pub struct BenchArgs {
     /// runs once per count. Default: the nodes' own default (one shard per CPU they may use).
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=256))]
     pub shards: Vec<u64>,
+    /// I/O backend of the rlinkd nodes (quic only), e.g. `mio,uring` to compare them in one run;
+    /// each quic cell runs once per backend. Default: the nodes' own default (`auto`).
+    #[arg(long, value_delimiter = ',', hide = true, value_parser = parse_io)]
+    pub io: Vec<crate::config::IoMode>,
     /// Run rlinkd without UDP GSO/GRO (one datagram per system call), to measure what they bring.
     #[arg(long)]
     pub no_gso: bool,
@@ -197,6 +201,9 @@ pub struct RunResult {
     /// quic only: shards per node when the run set them (`--shards`).
     #[serde(default)]
     pub shards: Option<usize>,
+    /// quic only: the nodes' I/O backend when the run set it (`--io`).
+    #[serde(default)]
+    pub io: Option<crate::config::IoMode>,
     pub links: usize,
     pub frame_bytes: usize,
     pub seconds: f64,
@@ -237,6 +244,7 @@ impl RunResult {
             round: 0,
             udp_payload: None,
             shards: None,
+            io: None,
             links,
             frame_bytes,
             seconds: 0.0,
@@ -263,6 +271,7 @@ impl RunResult {
             transport: self.transport,
             udp_payload: self.udp_payload,
             shards: self.shards,
+            io: self.io,
         }
     }
 
@@ -397,6 +406,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         &args.mtu,
         args.udp_payload,
         &shards,
+        &args.io,
     );
     let rounds = args.rounds as usize;
     let cells: usize = plan.iter().map(|(_, v)| v.len()).sum();
@@ -600,6 +610,7 @@ fn run_one(
     r.round = round;
     r.udp_payload = v.udp_payload;
     r.shards = v.shards;
+    r.io = v.io;
     let t = v.transport;
     if t == Transport::Tls {
         r.tls_offload = Some(crate::ktls::status());
@@ -619,6 +630,14 @@ fn run_one(
     }
     let configs = env.stop_relays();
     Ok((r, configs))
+}
+
+/// `--io` values: the configuration's names for the I/O backends.
+fn parse_io(s: &str) -> Result<crate::config::IoMode, String> {
+    crate::config::IoMode::ALL
+        .into_iter()
+        .find(|m| m.name() == s)
+        .ok_or_else(|| format!("{s:?}: expected auto, uring or mio"))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! TCP-based transports once, rounds interleaved.
 
 use super::{Transport, Workload};
+use crate::config::IoMode;
 
 /// Path MTU presets for the quic transport. QUIC runs over UDP on IPv4 or IPv6; the payload
 /// leaves room for the larger (IPv6, 40 bytes) header and UDP's 8.
@@ -36,15 +37,23 @@ pub struct Variant {
     pub transport: Transport,
     pub udp_payload: Option<usize>,
     pub shards: Option<usize>,
+    /// quic only: the nodes' I/O backend when the run set it (hidden `--io`).
+    pub io: Option<IoMode>,
 }
 
 impl Variant {
-    /// The transport column of the table: `quic`, or `quic 2sh` when the run set the shards.
+    /// The transport column of the table: `quic`, or `quic 2sh` when the run set the shards,
+    /// `quic uring` when it set the I/O backend.
     pub fn name(&self) -> String {
-        match self.shards {
-            Some(n) => format!("{} {n}sh", self.transport.name()),
-            None => self.transport.name().to_string(),
+        let mut name = self.transport.name().to_string();
+        if let Some(n) = self.shards {
+            name.push_str(&format!(" {n}sh"));
         }
+        if let Some(io) = self.io {
+            name.push(' ');
+            name.push_str(io.name());
+        }
+        name
     }
 
     /// How charts and progress lines name it: `quic` at 1,500, `quic 9000`, `quic 65527 B`,
@@ -77,17 +86,24 @@ pub type Plan = Vec<(Workload, Vec<Variant>)>;
 /// else (the default suite) 1,500 and 9,000 for bulk and events and 1,500 for the rest. TCP-based
 /// transports run once: on loopback a path MTU does not change what a TCP sender hands the kernel.
 /// `shards` (quic only) runs each quic variant once per shard count; empty: the nodes' default.
+/// `ios` (quic only) likewise once per I/O backend; empty: the nodes' default.
 pub fn plan(
     workloads: &[Workload],
     transports: &[Transport],
     mtus: &[Mtu],
     udp_payload: Option<usize>,
     shards: &[usize],
+    ios: &[IoMode],
 ) -> Plan {
     let shard_counts: Vec<Option<usize>> = if shards.is_empty() {
         vec![None]
     } else {
         shards.iter().map(|&n| Some(n)).collect()
+    };
+    let io_modes: Vec<Option<IoMode>> = if ios.is_empty() {
+        vec![None]
+    } else {
+        ios.iter().map(|&m| Some(m)).collect()
     };
     workloads
         .iter()
@@ -106,17 +122,21 @@ pub fn plan(
             for &t in transports {
                 if t == Transport::Quic {
                     for &p in &payloads {
-                        variants.extend(shard_counts.iter().map(|&shards| Variant {
-                            transport: t,
-                            udp_payload: Some(p),
-                            shards,
-                        }));
+                        for &shards in &shard_counts {
+                            variants.extend(io_modes.iter().map(|&io| Variant {
+                                transport: t,
+                                udp_payload: Some(p),
+                                shards,
+                                io,
+                            }));
+                        }
                     }
                 } else {
                     variants.push(Variant {
                         transport: t,
                         udp_payload: None,
                         shards: None,
+                        io: None,
                     });
                 }
             }
@@ -146,13 +166,14 @@ mod tests {
             transport: t,
             udp_payload: p,
             shards: None,
+            io: None,
         }
     }
 
     /// The default suite: quic at both MTUs for bulk and events only; TCP-based transports once.
     #[test]
     fn default_plan_runs_bulk_and_events_at_both_mtus() {
-        let p = plan(&Workload::ALL, &Transport::ALL, &[], None, &[]);
+        let p = plan(&Workload::ALL, &Transport::ALL, &[], None, &[], &[]);
         assert_eq!(p.len(), 7);
         let (w, bulk) = &p[0];
         assert_eq!(*w, Workload::Bulk);
@@ -179,6 +200,7 @@ mod tests {
             &[Mtu::Jumbo],
             None,
             &[],
+            &[],
         );
         assert_eq!(jumbo[0].1, vec![v(Transport::Quic, Some(8952))]);
         let lo = plan(
@@ -186,6 +208,7 @@ mod tests {
             &[Transport::Quic],
             &[Mtu::Jumbo],
             Some(65527),
+            &[],
             &[],
         );
         assert_eq!(lo[0].1, vec![v(Transport::Quic, Some(65527))]);
@@ -201,6 +224,7 @@ mod tests {
             &[Mtu::Ethernet],
             None,
             &[1, 2],
+            &[],
         );
         let one = Variant {
             shards: Some(1),
@@ -220,6 +244,38 @@ mod tests {
             }
             .label(),
             "quic 2sh 9000"
+        );
+    }
+
+    /// `--io mio,uring`: every quic variant once per backend, named after it.
+    #[test]
+    fn io_backends_multiply_the_quic_variants_only() {
+        let p = plan(
+            &[Workload::Bulk],
+            &[Transport::Tcp, Transport::Quic],
+            &[Mtu::Ethernet],
+            None,
+            &[],
+            &[IoMode::Mio, IoMode::Uring],
+        );
+        let mio = Variant {
+            io: Some(IoMode::Mio),
+            ..v(Transport::Quic, Some(1452))
+        };
+        let uring = Variant {
+            io: Some(IoMode::Uring),
+            ..mio
+        };
+        assert_eq!(p[0].1, vec![v(Transport::Tcp, None), uring, mio]);
+        assert_eq!(mio.label(), "quic mio");
+        assert_eq!(
+            Variant {
+                shards: Some(2),
+                udp_payload: Some(8952),
+                ..uring
+            }
+            .label(),
+            "quic 2sh uring 9000"
         );
     }
 

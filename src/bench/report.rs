@@ -507,9 +507,15 @@ fn ratios_section(s: &mut String, rows: &[Row], skipped: &[Skipped]) {
             s,
             "  {:<8} {:>8}  {:<9} {:>9} {:>9} {:>8} {:>8} {:>12} {:>11}",
             w,
-            match r.quic.shards {
-                Some(n) => format!("{} {n}sh", r.quic.path_label()),
-                None => r.quic.path_label(),
+            {
+                let mut path = r.quic.path_label();
+                if let Some(n) = r.quic.shards {
+                    path.push_str(&format!(" {n}sh"));
+                }
+                if let Some(io) = r.quic.io {
+                    path.push_str(&format!(" {}", io.name()));
+                }
+                path
             },
             r.other.transport.name(),
             x(r.goodput),

@@ -230,7 +230,9 @@ pub struct AdminSettings {
 
 /// The I/O backend (`io`). Whatever is chosen, a shard whose kernel lacks something the
 /// io_uring backend needs runs on mio, and says why in the log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum IoMode {
     /// io_uring where the probe finds every operation the backend uses, else mio.
@@ -243,6 +245,8 @@ pub enum IoMode {
 }
 
 impl IoMode {
+    pub const ALL: [IoMode; 3] = [IoMode::Auto, IoMode::Uring, IoMode::Mio];
+
     pub fn name(&self) -> &'static str {
         match self {
             IoMode::Auto => "auto",

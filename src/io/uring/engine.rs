@@ -415,9 +415,10 @@ impl UringIo {
         true
     }
 
-    /// A send's completion. A zero-copy send completes twice: the result (with
-    /// `IORING_CQE_F_MORE`), then the notification (`IORING_CQE_F_NOTIF`) once the kernel no
-    /// longer reads the payload; the slot is released only then.
+    /// A send's completion. A zero-copy send completes twice: the result, then the notification
+    /// (`IORING_CQE_F_NOTIF`) once the kernel no longer reads the payload. The slot is released
+    /// only then, whatever the result's flags say: a zero-copy send that failed or was cancelled
+    /// before it ran posts its result without `IORING_CQE_F_MORE` and still a notification.
     fn on_send(&mut self, n: u16, res: i32, flags: u32, on: &mut impl FnMut(Completion<'_>)) {
         if cqueue::notif(flags) {
             self.mem.slots.release(n);
@@ -429,8 +430,8 @@ impl UringIo {
         let (to, len, segment_size) = (slot.to, slot.len, slot.segment_size.max(1));
         let zero_copy = slot.zero_copy();
         let segments = len.div_ceil(segment_size);
-        // A notification follows: the kernel may still read the payload until then.
-        let release = !cqueue::more(flags);
+        // Zero-copy: the notification releases the slot; the kernel may read it until then.
+        let release = !zero_copy;
         if res >= 0 {
             self.stats.datagrams_sent += segments as u64;
             self.stats.bytes_sent += len as u64;

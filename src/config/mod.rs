@@ -235,7 +235,8 @@ pub struct AdminSettings {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum IoMode {
-    /// io_uring where the probe finds every operation the backend uses, else mio.
+    /// mio for now (io_uring cost more CPU per byte in the benchmark; docs/ARCHITECTURE.md);
+    /// the probe still runs, so the log says whether io_uring would work.
     #[default]
     Auto,
     /// io_uring; mio only if the kernel cannot run it (logged as a warning).

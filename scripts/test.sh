@@ -19,6 +19,9 @@ cargo build --release
 RLINKD_TEST_SHARDS=1 timeout --kill-after=30 1500 cargo test --release
 echo "== integration tests again, 2 shards per node"
 RLINKD_TEST_SHARDS=2 timeout --kill-after=30 1200 cargo test --release --test '*'
+echo "== a few integration tests on the io_uring backend (io = \"uring\"), 2 shards per node"
+RLINKD_TEST_IO=uring RLINKD_TEST_SHARDS=2 timeout --kill-after=30 600 \
+    cargo test --release --test uring --test relay --test shards --test drain
 echo "== Crossbar end-to-end"
 bash scripts/crossbar-e2e.sh target/release/rlinkd
 echo "all tests passed in $(( $(date +%s) - started )) s"

@@ -116,7 +116,7 @@ fn a_reload_that_cannot_be_applied_names_the_key_and_keeps_the_config_in_force()
     expect_connected(&node_a, &node_b);
     let stop = Arc::new(AtomicBool::new(false));
     let echoing = keep_echoing(&ep, Arc::clone(&stop));
-    let mut in_force = with_test_shards(&a);
+    let mut in_force = with_test_env(&a);
     in_force.admin = node_a.admin;
     let good = in_force.to_toml(&env.certs);
 
@@ -143,6 +143,18 @@ fn a_reload_that_cannot_be_applied_names_the_key_and_keeps_the_config_in_force()
         line.contains("reload refused")
             && line.contains("quic.listen")
             && line.contains("needs a restart"),
+        "{line}"
+    );
+    // The I/O backend is chosen once, at start.
+    let other_io = match std::env::var("RLINKD_TEST_IO").as_deref() {
+        Ok("mio") => "uring",
+        _ => "mio",
+    };
+    let mut io_changed = a.clone();
+    io_changed.top_extra.push(format!("io = {other_io:?}"));
+    let line = env.reload(&node_a, &io_changed, &env.certs);
+    assert!(
+        line.contains("reload refused") && line.contains("io: changing it needs a restart"),
         "{line}"
     );
 

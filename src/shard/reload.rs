@@ -75,6 +75,7 @@ fn restart_only(old: &NodeConfig, new: &NodeConfig) -> Result<(), ReloadError> {
     check("log_level", &old.log_level, &new.log_level)?;
     check("log_format", &old.log_format, &new.log_format)?;
     check("admin", &old.admin, &new.admin)?;
+    check("io", &old.io, &new.io)?;
     Ok(())
 }
 

@@ -100,7 +100,7 @@ impl Env {
     /// otherwise (CI runs the suite with 1 and with 2); without it, the node's default. With
     /// `RLINKD_TEST_IO`, likewise its I/O backend ([`with_test_io`]).
     pub fn start_with_certs(&self, plan: &NodePlan, certs: &Path) -> NodeProcess {
-        let mut plan = with_test_io(&with_test_shards(plan));
+        let mut plan = with_test_env(plan);
         // Every test node serves its figures: tests read them there, not in log lines.
         with_admin(&mut plan);
         let plan = &plan;
@@ -117,7 +117,7 @@ impl Env {
     /// shard count of [`Env::start_with_certs`]), sends SIGHUP and waits until the node logs
     /// the reload's outcome; returns that line ("reloaded: ..." or "reload refused ...").
     pub fn reload(&self, node: &NodeProcess, plan: &NodePlan, certs: &Path) -> String {
-        let mut plan = with_test_shards(plan);
+        let mut plan = with_test_env(plan);
         // The admin endpoint it started with (a reload cannot move it).
         plan.admin = node.admin;
         self.reload_with_text(node, &plan.to_toml(certs))
@@ -208,6 +208,11 @@ impl Drop for Env {
             eprintln!("\n{}", self.logs());
         }
     }
+}
+
+/// `plan` as the test environment asks: [`with_test_shards`] and [`with_test_io`].
+pub fn with_test_env(plan: &NodePlan) -> NodePlan {
+    with_test_io(&with_test_shards(plan))
 }
 
 /// `plan` with `shards = RLINKD_TEST_SHARDS` unless it says otherwise.

@@ -10,6 +10,8 @@
 //!   `COOP_TASKRUN`, else none), the opcode probe, the counted `io_uring_enter`;
 //! - [`bufring`]: the provided buffer ring the multishot receive fills;
 //! - [`tx`]: send slots, each owning every byte the kernel reads for one `SENDMSG`;
+//! - `recvmsg`: the receive's `msghdr` template and the decoding of what the kernel wrote in
+//!   front of each payload (source address, `UDP_GRO` segment size);
 //! - [`engine`]: [`UringIo`], which owns all of the above, arms and re-arms operations, turns
 //!   completions into [`Completion`]s and tears down with operations in flight.
 //!
@@ -22,6 +24,7 @@
 
 pub mod bufring;
 pub mod engine;
+mod recvmsg;
 pub mod ring;
 pub mod tx;
 

@@ -114,13 +114,11 @@ pub fn free_tcp_port() -> io::Result<u16> {
         .port())
 }
 
-/// A loopback address with a port that was free a moment ago, for an admin endpoint.
-pub fn free_admin_addr() -> io::Result<std::net::SocketAddr> {
-    Ok(std::net::SocketAddr::from((
-        [127, 0, 0, 1],
-        free_tcp_port()?,
-    )))
-}
+/// An admin endpoint on loopback at a port the node picks ([`NodeProcess::admin_addr`] finds
+/// it), so that concurrent tests never race for one.
+pub const ADMIN_ANY_PORT: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0),
+);
 
 /// `GET path` on an admin endpoint: (status, body); `None` when it does not answer.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -178,8 +176,12 @@ pub struct NodeProcess {
     pub name: String,
     pub config: PathBuf,
     pub log: PathBuf,
-    /// The admin endpoint, when the plan gave one.
+    /// The admin endpoint as the plan gave it (port 0: the node picks one, see
+    /// [`NodeProcess::admin_addr`]).
     pub admin: Option<std::net::SocketAddr>,
+    /// "admin endpoint listening" lines in the log before the current process started.
+    admin_lines_before: usize,
+    admin_found: std::sync::Mutex<Option<std::net::SocketAddr>>,
     exe: PathBuf,
     fd_limit: Option<u64>,
     child: Option<Child>,
@@ -198,6 +200,8 @@ impl NodeProcess {
             log,
             config,
             admin: plan.admin,
+            admin_lines_before: 0,
+            admin_found: std::sync::Mutex::new(None),
             exe: exe.to_path_buf(),
             fd_limit: plan.fd_limit,
             child: None,
@@ -207,6 +211,8 @@ impl NodeProcess {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
+        self.admin_lines_before = self.admin_lines().len();
+        *self.admin_found.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -304,6 +310,48 @@ impl NodeProcess {
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn admin_lines(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("admin endpoint listening"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Where the admin endpoint of the running process listens: the configured address, or,
+    /// for port 0 (no two tests can race for a port), the one the process logged at start
+    /// (waiting up to 10 s for it). `None` without an admin endpoint.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        let configured = self.admin?;
+        if configured.port() != 0 {
+            return Some(configured);
+        }
+        let mut found = self.admin_found.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = *found {
+            return Some(a);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let line = self.admin_lines().into_iter().nth(self.admin_lines_before);
+            let addr = line.as_deref().and_then(|l| {
+                // Text logs: `addr=127.0.0.1:41234`; JSON logs: `"addr":"127.0.0.1:41234"`.
+                let rest = l
+                    .split("addr=")
+                    .nth(1)
+                    .or_else(|| l.split("\"addr\":\"").nth(1))?;
+                rest.split([' ', '"']).next()?.parse().ok()
+            });
+            if let Some(a) = addr {
+                *found = Some(a);
+                return Some(a);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn signal_and_wait(&mut self, sig: libc::c_int, patience: Duration) {

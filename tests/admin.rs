@@ -16,12 +16,13 @@ fn metrics_and_readiness_follow_the_peer_the_links_and_the_drain() {
         mut b,
         ep,
     } = echo_pair(FAST_QUIC);
-    let admin_a = with_admin(&mut a);
-    let admin_b = with_admin(&mut b);
+    with_admin(&mut a);
+    with_admin(&mut b);
     let shards = node_shards() as f64;
 
     // a dials b, which is not running yet: a answers but is not ready, and says why.
     let mut node_a = env.start(&a);
+    let admin_a = admin_of(&node_a);
     assert!(
         wait_until(Duration::from_secs(10), || http_get(admin_a, "/healthz")
             .is_some_and(|(s, _)| s == 200)),
@@ -35,6 +36,7 @@ fn metrics_and_readiness_follow_the_peer_the_links_and_the_drain() {
     );
 
     let mut node_b = env.start(&b);
+    let admin_b = admin_of(&node_b);
     assert!(
         wait_until(CONNECT_WAIT, || http_get(admin_a, "/readyz")
             .is_some_and(|(s, _)| s == 200)),

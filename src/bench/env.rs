@@ -242,13 +242,13 @@ impl Env {
                     .push(("b".into(), link_addr.clone(), "router".into()));
                 a.quic_extra = extra.clone();
                 a.top_extra.push("stats_interval = \"0s\"".into());
-                a.admin = Some(crate::cluster::free_admin_addr()?);
+                a.admin = Some(crate::cluster::ADMIN_ANY_PORT);
                 let mut b = NodePlan::new("b", pb);
                 b.peers.push(("a".into(), None));
                 b.routes.push(("router".into(), router_addr));
                 b.quic_extra = extra;
                 b.top_extra.push("stats_interval = \"0s\"".into());
-                b.admin = Some(crate::cluster::free_admin_addr()?);
+                b.admin = Some(crate::cluster::ADMIN_ANY_PORT);
                 if let Some(n) = v.shards {
                     // Both nodes share this machine: a on the first n CPUs of the mask, b on the
                     // last n, so that with fewer shards than CPUs they do not pile on one core
@@ -277,7 +277,7 @@ impl Env {
                 let node_b = NodeProcess::start(o.exe, o.dir, o.certs, &b)?;
                 let node_a = NodeProcess::start(o.exe, o.dir, o.certs, &a)?;
                 // Ready: a's shards are all connected to b (its /readyz says 200).
-                if !wait_ready(a.admin, Duration::from_secs(10)) {
+                if !wait_ready(node_a.admin_addr(), Duration::from_secs(10)) {
                     return Err(io::Error::other(format!(
                         "rlinkd a did not connect to b:\n{}",
                         node_a.log_text()
@@ -344,7 +344,7 @@ impl Env {
     pub fn stop_nodes(&mut self) -> Vec<(String, [u64; 4])> {
         let mut out = Vec::new();
         for n in &mut self.nodes {
-            if let Some(c) = n.admin.and_then(udp_counters) {
+            if let Some(c) = n.admin_addr().and_then(udp_counters) {
                 out.push((n.name.clone(), c));
             }
             n.stop();

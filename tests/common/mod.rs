@@ -675,16 +675,14 @@ impl Drop for ScriptedRouter {
     }
 }
 
-/// An admin endpoint on a free loopback port for `plan`; returns its address.
+/// An admin endpoint on loopback for `plan`, at a port the node picks (see [`admin_of`]).
 pub fn with_admin(plan: &mut NodePlan) -> std::net::SocketAddr {
-    *plan
-        .admin
-        .get_or_insert_with(|| rlinkd::cluster::free_admin_addr().unwrap())
+    *plan.admin.get_or_insert(rlinkd::cluster::ADMIN_ANY_PORT)
 }
 
 /// The node's admin endpoint (every node a test starts through [`Env`] has one).
 pub fn admin_of(node: &NodeProcess) -> std::net::SocketAddr {
-    node.admin
+    node.admin_addr()
         .expect("the node was started without an admin endpoint")
 }
 

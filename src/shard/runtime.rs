@@ -390,21 +390,7 @@ impl Node {
 
     /// Asks every shard for its figures and logs their sum.
     fn log_stats(&self) {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let asked = self
-            .shards
-            .iter()
-            .filter(|s| s.mailbox.send(ShardMsg::Report(tx.clone())))
-            .count();
-        drop(tx);
-        let deadline = Instant::now() + REPORT_WAIT;
-        let mut reports = Vec::with_capacity(asked);
-        while reports.len() < asked {
-            match rx.recv_deadline(deadline) {
-                Ok(r) => reports.push(r),
-                Err(_) => break,
-            }
-        }
+        let (asked, reports) = ask_shards(self.shards.iter().map(|s| &s.mailbox), ShardMsg::Report);
         if reports.len() < asked {
             tracing::warn!(
                 answered = reports.len(),
@@ -441,6 +427,27 @@ impl Node {
     }
 }
 
+/// Sends every mailbox the message `ask` wraps around one reply channel and collects the
+/// answers that arrive within [`REPORT_WAIT`]: (shards asked, answers). A shard that has stopped
+/// is not asked; one that does not answer in time is left out.
+fn ask_shards<'a, T>(
+    mailboxes: impl Iterator<Item = &'a Mailbox>,
+    ask: impl Fn(Sender<T>) -> ShardMsg,
+) -> (usize, Vec<T>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let asked = mailboxes.filter(|m| m.send(ask(tx.clone()))).count();
+    drop(tx);
+    let deadline = Instant::now() + REPORT_WAIT;
+    let mut out = Vec::with_capacity(asked);
+    while out.len() < asked {
+        match rx.recv_deadline(deadline) {
+            Ok(r) => out.push(r),
+            Err(_) => break,
+        }
+    }
+    (asked, out)
+}
+
 /// What the admin endpoint reads: the shards, asked per request through their mailboxes.
 struct NodeAdmin {
     node: String,
@@ -452,21 +459,7 @@ struct NodeAdmin {
 
 impl NodeAdmin {
     fn shards(&self) -> Vec<ShardSnapshot> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let asked = self
-            .mailboxes
-            .iter()
-            .filter(|m| m.send(ShardMsg::Snapshot(tx.clone())))
-            .count();
-        drop(tx);
-        let deadline = Instant::now() + REPORT_WAIT;
-        let mut out = Vec::with_capacity(asked);
-        while out.len() < asked {
-            match rx.recv_deadline(deadline) {
-                Ok(s) => out.push(s),
-                Err(_) => break,
-            }
-        }
+        let (_, mut out) = ask_shards(self.mailboxes.iter(), ShardMsg::Snapshot);
         out.sort_by_key(|s| s.shard);
         out
     }

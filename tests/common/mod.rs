@@ -295,9 +295,24 @@ pub fn expect_log(node: &NodeProcess, needle: &str, timeout: Duration) {
 }
 
 /// Waits until both nodes report the connection between them.
+/// Waits until `a` and `b` are connected on every shard: each logged a connection, and each
+/// node's /readyz says every peer it dials is connected on all its shards (with shards, the
+/// first connection is not the last, and a test that acts on the first races the others).
 pub fn expect_connected(a: &NodeProcess, b: &NodeProcess) {
     expect_log(a, "peer connected", CONNECT_WAIT);
     expect_log(b, "peer connected", CONNECT_WAIT);
+    for node in [a, b] {
+        let Some(admin) = node.admin_addr() else {
+            continue;
+        };
+        assert!(
+            wait_until(CONNECT_WAIT, || http_get(admin, "/readyz")
+                .is_some_and(|(status, _)| status == 200)),
+            "node {} is not connected on every shard: {:?}",
+            node.name,
+            http_get(admin, "/readyz")
+        );
+    }
 }
 
 /// `node`'s datagrams dropped as (unparsable, unknown connection), from its metrics.

@@ -3,8 +3,11 @@
 
 use std::sync::OnceLock;
 
-/// I/O backends compiled into this binary (the node runs on the first).
-pub const IO_BACKENDS: &[&str] = &["mio (epoll, UDP GSO/GRO probed at run time)"];
+/// I/O backends compiled into this binary (`io` picks one; `auto` runs mio for now).
+pub const IO_BACKENDS: &[&str] = &[
+    "mio (epoll, UDP GSO/GRO probed at run time)",
+    "io_uring (UDP on the ring, opcodes probed at run time; io = \"uring\")",
+];
 
 /// The lock file this binary was built from: the exact quiche and boring-sys versions, without a
 /// build script. `cargo install` and `cargo build` both build with it.

@@ -65,6 +65,25 @@ impl LocalStream {
     }
 }
 
+impl LocalStream {
+    /// Receives at most `max` bytes straight into `buf`'s spare capacity (no zeroing first),
+    /// appending them; `read`'s results.
+    pub fn recv_into_spare(&self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        let max = max.min(spare.len());
+        let sock = match self {
+            LocalStream::Tcp(s) => socket2::SockRef::from(s),
+            LocalStream::Unix(s) => socket2::SockRef::from(s),
+        };
+        let n = sock.recv(&mut spare[..max])?;
+        debug_assert!(n <= max);
+        // SAFETY: recv(2) wrote `n` bytes (at most `max`, within the spare capacity) at the
+        // buffer's end, so the first `len + n` bytes are initialised.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+}
+
 impl Read for LocalStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -100,6 +100,16 @@ pub struct SendError {
 pub trait LocalConn {
     /// Reads into `buf`: `Ok(0)` at end of input, `Err(WouldBlock)` when nothing is there now.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads at most `max` bytes, appended to `buf` (its spare capacity holds them: the relay
+    /// reserves before it asks); [`LocalConn::read`]'s results. The default zeroes the room
+    /// first; a socket reads straight into the spare capacity.
+    fn read_buf(&mut self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
+        let len = buf.len();
+        buf.resize(len + max, 0);
+        let r = self.read(&mut buf[len..]);
+        buf.truncate(len + *r.as_ref().unwrap_or(&0));
+        r
+    }
     /// Writes from `bytes`; `Err(WouldBlock)` when nothing fits now. BrokenPipe, ConnectionReset
     /// and NotConnected mean the local end has closed its side.
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize>;

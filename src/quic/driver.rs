@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use quiche::ConnectionId;
 
+use super::bufs::QuicConn;
 use super::cid::DialCids;
 
 use super::admission::Admission;
@@ -216,7 +217,7 @@ impl QuicDriver {
         // `shard mod n` (the same pairing whatever its shard count) and our packets come back here.
         let cids = DialCids::issue(self.shard, self.instance);
         let scid = cids.scid.to_connection_id();
-        let quic = quiche::connect_with_dcid(
+        let quic = quiche::connect_with_dcid_and_buffer_factory(
             Some(peer),
             &scid,
             &cids.dcid.to_connection_id(),
@@ -290,7 +291,7 @@ impl QuicDriver {
 
     fn insert(
         &mut self,
-        quic: quiche::Connection,
+        quic: QuicConn,
         addr: SocketAddr,
         direction: Direction,
         peer: Option<String>,

@@ -4,6 +4,8 @@
 use std::io;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
+
 use super::pipe::{Fill, Handshake, Opening, Pipe, PipeError};
 use crate::io::LocalConn;
 use crate::quic::driver::{ConnId, StreamRef};
@@ -350,9 +352,9 @@ impl<S: LocalConn> Link<S> {
                 let closing = self.local_read_closed;
                 progress |= self
                     .from_local
-                    .fill_at_most(max_read, |buf| {
-                        let fill = read_local(sock, buf)?;
-                        let short = !matches!(fill, Fill::Data(n) if n == buf.len());
+                    .fill_at_most(max_read, |buf, room| {
+                        let fill = read_local(sock, buf, room)?;
+                        let short = !matches!(fill, Fill::Data(n) if n == room);
                         // A read cut short by `max_read` says nothing about the socket.
                         if short && !(closing && matches!(fill, Fill::Data(_))) {
                             *readable = false;
@@ -375,7 +377,7 @@ impl<S: LocalConn> Link<S> {
                 return Ok(self.from_local.source_ended());
             };
             if !self.fin_sent {
-                match self.from_local.drain(|b| stream_write(s, b, false)) {
+                match self.from_local.drain_shared(|b| stream_write_shared(s, b)) {
                     Ok(taken) => {
                         progress |= taken > 0;
                         self.wrote_stream |= taken > 0;
@@ -410,7 +412,7 @@ impl<S: LocalConn> Link<S> {
                 self.wrote_stream = true;
             }
             if !self.stream_read_stopped {
-                match self.to_local.fill(|buf| stream_recv(s, buf)) {
+                match self.to_local.fill(|buf, room| stream_recv(s, buf, room)) {
                     Ok(p) => progress |= p,
                     Err(LinkEnd::PeerReset(code)) => {
                         // The peer abandoned what it was sending: nothing more will come, and a
@@ -471,7 +473,7 @@ impl<S: LocalConn> Link<S> {
     fn discard_local_input(&mut self) -> Result<(), LinkEnd> {
         let mut scratch = [0u8; 16 << 10];
         for _ in 0..64 {
-            match read_local(&mut self.sock, &mut scratch) {
+            match as_fill(|| self.sock.read(&mut scratch)) {
                 Ok(Fill::Data(n)) => {
                     self.discarded += n as u64;
                     if n < scratch.len() && !self.local_read_closed {
@@ -533,7 +535,20 @@ enum SendEnd {
 
 /// Queues bytes (or the FIN) on the stream; `Ok(0)` when flow control allows nothing now.
 fn stream_write(s: &mut StreamRef<'_>, bytes: &[u8], fin: bool) -> Result<usize, SendEnd> {
-    match s.send(bytes, fin) {
+    send_result(s, |s| s.send(bytes, fin))
+}
+
+/// Queues bytes read from the local socket without copying them (quiche keeps a share of the
+/// block they sit in); `Ok(0)` when flow control allows nothing now.
+fn stream_write_shared(s: &mut StreamRef<'_>, bytes: &Bytes) -> Result<usize, SendEnd> {
+    send_result(s, |s| s.send_shared(bytes, false))
+}
+
+fn send_result(
+    s: &mut StreamRef<'_>,
+    send: impl FnOnce(&mut StreamRef<'_>) -> Result<usize, quiche::Error>,
+) -> Result<usize, SendEnd> {
+    match send(s) {
         Ok(n) => Ok(n),
         // `Done` means "no capacity now" on a live stream, but also "no such stream" on one
         // quiche has collected (both halves ended by the peer): tell them apart.
@@ -547,8 +562,8 @@ fn stream_write(s: &mut StreamRef<'_>, bytes: &[u8], fin: bool) -> Result<usize,
     }
 }
 
-fn stream_recv(s: &mut StreamRef<'_>, buf: &mut [u8]) -> Result<Fill, LinkEnd> {
-    match s.recv(buf) {
+fn stream_recv(s: &mut StreamRef<'_>, buf: &mut BytesMut, max: usize) -> Result<Fill, LinkEnd> {
+    match s.recv_buf(buf, max) {
         Ok((n, true)) => Ok(Fill::Last(n)),
         Ok((n, false)) => Ok(Fill::Data(n)),
         Err(quiche::Error::Done) => Ok(Fill::Blocked),
@@ -566,9 +581,15 @@ fn is_gone(e: &io::Error) -> bool {
     )
 }
 
-fn read_local<S: LocalConn>(sock: &mut S, buf: &mut [u8]) -> io::Result<Fill> {
+/// Reads at most `max` bytes from the local socket, appended to `buf`.
+fn read_local<S: LocalConn>(sock: &mut S, buf: &mut BytesMut, max: usize) -> io::Result<Fill> {
+    as_fill(|| sock.read_buf(buf, max))
+}
+
+/// A read's result as a [`Fill`] (retried when interrupted).
+fn as_fill(mut read: impl FnMut() -> io::Result<usize>) -> io::Result<Fill> {
     loop {
-        return match sock.read(buf) {
+        return match read() {
             Ok(0) => Ok(Fill::End),
             Ok(n) => Ok(Fill::Data(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::Blocked),

@@ -8,6 +8,8 @@
 //! re-encoded. PING/PONG frames are dropped: rlinkd never relays RawSocket PING to a router
 //! (Crossbar closes the connection on one); keepalive is QUIC's job.
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use crate::rawsocket::{
     ClientHandshake, FrameError, FrameScanner, LengthReading, RouterReply, Run, HANDSHAKE_LEN,
     HEADER_LEN,
@@ -15,6 +17,14 @@ use crate::rawsocket::{
 
 /// First size of a pipe's buffer; it grows 4x at a time up to the configured buffer size.
 pub const INITIAL_BUFFER: usize = 4096;
+
+/// Largest block a pipe reads into. Blocks whose bytes went to quiche stay allocated until the
+/// peer acknowledges them, so a new block is allocated while they are in flight: kept below
+/// glibc's mmap threshold (128 KiB) so that costs a free-list pop, not an mmap and page faults.
+pub const MAX_BLOCK: usize = 64 << 10;
+
+/// Smallest read worth a system call: a block with less room left is replaced first.
+const MIN_ROOM: usize = 1024;
 
 /// Which handshake octets open this direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,24 +61,33 @@ pub enum Fill {
     Blocked,
 }
 
+/// A direction's bytes on their way, in the one allocation they were read into.
+///
+/// `buf` holds what has not gone to the sink: `..ready` checked, `ready..` not yet; the source
+/// appends to its spare capacity. A sink that copies (a local socket's `write`) takes checked
+/// bytes from the front ([`Pipe::drain`]); a sink that keeps buffers (quiche's `stream_send_zc`)
+/// gets them split off as a [`Bytes`] sharing the allocation ([`Pipe::drain_shared`]), so a
+/// byte read from a local socket reaches quiche without a copy.
 pub struct Pipe {
-    /// Grows from [`INITIAL_BUFFER`] to `capacity` only when it fills up: an idle link (most of
-    /// them, with many realms) costs a few KiB, a busy one gets the full buffer.
-    buf: Vec<u8>,
-    capacity: usize,
-    /// First byte not yet given to the sink.
-    start: usize,
-    /// Bytes `start..ready` are checked and may go to the sink.
+    buf: BytesMut,
+    /// Bytes `..ready` of `buf` are checked and may go to the sink.
     ready: usize,
-    /// Bytes `ready..end` are not checked yet.
-    end: usize,
-    /// Bytes to send before anything in `buf` (the stream preamble).
-    prefix: Vec<u8>,
-    prefix_sent: usize,
+    /// Checked bytes split off for a sharing sink that has taken only part of them.
+    held: Bytes,
+    /// Bytes to send before anything else (the stream preamble).
+    prefix: Bytes,
+    /// The most bytes waiting for the sink, checked or not (`relay.buffer_size`).
+    capacity: usize,
+    /// Size of the next block: grows from [`INITIAL_BUFFER`] when reads fill the block, up to
+    /// `capacity` and [`MAX_BLOCK`]: an idle link (most of them, with many realms) costs a few
+    /// KiB, a busy one reads 64 KiB at a time.
+    block: usize,
     opening: Option<Opening>,
     scanner: FrameScanner,
     source_ended: bool,
     bytes_in: u64,
+    /// Bytes moved within memory to make room (the unsent rest of a block into a new one).
+    copied: u64,
     /// Frames after the handshake octets wait, unchecked, until [`Pipe::set_limit`] gives the
     /// receiver's limit (see [`Pipe::hold_frames_until_limit`]).
     hold: bool,
@@ -76,18 +95,19 @@ pub struct Pipe {
 
 impl Pipe {
     pub fn new(capacity: usize, opening: Opening, limit: u32) -> Pipe {
+        let capacity = capacity.max(64);
         Pipe {
-            buf: Vec::new(),
-            capacity: capacity.max(64),
-            start: 0,
+            buf: BytesMut::new(),
             ready: 0,
-            end: 0,
-            prefix: Vec::new(),
-            prefix_sent: 0,
+            held: Bytes::new(),
+            prefix: Bytes::new(),
+            capacity,
+            block: INITIAL_BUFFER.min(capacity),
             opening: Some(opening),
             scanner: FrameScanner::new(limit, LengthReading::Crossbar),
             source_ended: false,
             bytes_in: 0,
+            copied: 0,
             hold: false,
         }
     }
@@ -103,10 +123,10 @@ impl Pipe {
     /// Drops every byte not yet given to the sink and reads the source no more (the source was
     /// aborted: a stream reset by the peer).
     pub fn abort(&mut self) {
-        self.start = 0;
+        self.buf = BytesMut::new();
         self.ready = 0;
-        self.end = 0;
-        self.prefix_sent = self.prefix.len();
+        self.held = Bytes::new();
+        self.prefix = Bytes::new();
         self.source_ended = true;
     }
 
@@ -126,36 +146,41 @@ impl Pipe {
             return Some(remaining as usize);
         }
         // Between frames: the buffer may end with the first bytes of the next header.
-        match self.end - self.ready {
+        match self.buf.len() - self.ready {
             0 => Some(0),
             partial => Some(HEADER_LEN.saturating_sub(partial)),
         }
     }
 
-    /// No free space is left, even after compaction and growth: the source is not read.
+    /// Source bytes that have not gone to the sink (the prefix is not the source's).
+    fn unsent(&self) -> usize {
+        self.held.len() + self.buf.len()
+    }
+
+    /// As many bytes as `relay.buffer_size` wait for the sink: the source is not read.
     pub fn is_full(&self) -> bool {
-        self.end - self.start >= self.capacity
+        self.unsent() >= self.capacity
     }
 
-    /// Bytes of memory the buffer holds (it grows to `relay.buffer_size` on links that fill it).
+    /// Bytes of memory the pipe holds (blocks whose bytes quiche keeps until they are
+    /// acknowledged are counted by quiche's send window, not here).
     pub fn memory(&self) -> usize {
-        self.buf.len() + self.prefix.len()
+        self.buf.capacity() + self.held.len() + self.prefix.len()
     }
 
-    /// Bytes in the buffer, checked or not, that have not gone to the sink yet.
+    /// Bytes, checked or not, that have not gone to the sink yet.
     pub fn buffered(&self) -> usize {
-        self.end - self.start + (self.prefix.len() - self.prefix_sent)
+        self.unsent() + self.prefix.len()
     }
 
     /// Checked bytes wait for the sink.
     pub fn has_pending(&self) -> bool {
-        self.start < self.ready || self.prefix_sent < self.prefix.len()
+        self.ready > 0 || !self.held.is_empty() || !self.prefix.is_empty()
     }
 
     /// Bytes to go out before the relayed ones (used once, for the stream preamble).
     pub fn set_prefix(&mut self, prefix: Vec<u8>) {
-        self.prefix = prefix;
-        self.prefix_sent = 0;
+        self.prefix = Bytes::from(prefix);
     }
 
     /// Largest frame the receiver of this direction accepts.
@@ -172,13 +197,18 @@ impl Pipe {
         self.bytes_in
     }
 
+    /// Bytes this pipe copied within memory (compaction into a new block).
+    pub fn bytes_copied(&self) -> u64 {
+        self.copied
+    }
+
     pub fn source_ended(&self) -> bool {
         self.source_ended
     }
 
     /// Everything the source gave has gone to the sink.
     pub fn is_empty(&self) -> bool {
-        self.start == self.end && self.prefix_sent == self.prefix.len()
+        self.buf.is_empty() && self.held.is_empty() && self.prefix.is_empty()
     }
 
     /// The source has ended and everything it gave has gone to the sink.
@@ -186,12 +216,13 @@ impl Pipe {
         self.source_ended && self.is_empty()
     }
 
-    /// Reads once from `source` into free space. Returns true if bytes arrived or the source
-    /// ended. Does nothing when the buffer is full (backpressure: the source is not read until the
-    /// sink takes bytes).
+    /// Reads once from `source`, which appends at most the given number of bytes to the buffer's
+    /// spare capacity (that many fit without reallocating). Returns true if bytes arrived or the
+    /// source ended. Does nothing when the pipe is full (backpressure: the source is not read
+    /// until the sink takes bytes).
     pub fn fill<E>(
         &mut self,
-        source: impl FnOnce(&mut [u8]) -> Result<Fill, E>,
+        source: impl FnOnce(&mut BytesMut, usize) -> Result<Fill, E>,
     ) -> Result<bool, E> {
         self.fill_at_most(usize::MAX, source)
     }
@@ -201,40 +232,31 @@ impl Pipe {
     pub fn fill_at_most<E>(
         &mut self,
         max: usize,
-        source: impl FnOnce(&mut [u8]) -> Result<Fill, E>,
+        source: impl FnOnce(&mut BytesMut, usize) -> Result<Fill, E>,
     ) -> Result<bool, E> {
-        if max == 0 {
+        if max == 0 || self.source_ended || self.is_full() {
             return Ok(false);
         }
-        if self.source_ended {
-            return Ok(false);
+        if self.buf.capacity() - self.buf.len() < MIN_ROOM.min(self.block) {
+            self.new_block();
         }
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.ready -= self.start;
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() && self.buf.len() < self.capacity {
-            let grown =
-                (self.buf.len() * 4).clamp(INITIAL_BUFFER.min(self.capacity), self.capacity);
-            self.buf.resize(grown, 0);
-        }
-        if self.end == self.buf.len() {
-            return Ok(false);
-        }
-        let room = (self.buf.len() - self.end).min(max);
-        match source(&mut self.buf[self.end..self.end + room])? {
+        let room = (self.buf.capacity() - self.buf.len())
+            .min(self.capacity - self.unsent())
+            .min(max);
+        let before = self.buf.len();
+        let fill = source(&mut self.buf, room)?;
+        debug_assert!(
+            self.buf.capacity() - before >= room,
+            "the source reallocated"
+        );
+        match fill {
             Fill::Data(0) | Fill::Blocked => Ok(false),
             Fill::Data(n) => {
-                let filled_all = self.end + n == self.buf.len() && n == room;
-                self.end += n;
+                debug_assert_eq!(self.buf.len(), before + n);
                 self.bytes_in += n as u64;
-                if filled_all && self.buf.len() < self.capacity {
-                    // The source had at least as much as there was room for: a busy link. Grow
-                    // now, since the sink usually empties the buffer before it is ever full.
-                    let grown = (self.buf.len() * 4).min(self.capacity);
-                    self.buf.resize(grown, 0);
+                if n == room && self.buf.len() == self.buf.capacity() {
+                    // The source had at least as much as the block held: a busy link.
+                    self.block = (self.block * 4).min(self.capacity).min(MAX_BLOCK);
                 }
                 Ok(true)
             }
@@ -243,7 +265,7 @@ impl Pipe {
                 Ok(true)
             }
             Fill::Last(n) => {
-                self.end += n;
+                debug_assert_eq!(self.buf.len(), before + n);
                 self.bytes_in += n as u64;
                 self.source_ended = true;
                 Ok(true)
@@ -251,11 +273,24 @@ impl Pipe {
         }
     }
 
+    /// Room for reading: the block's unsent bytes (a partial header, or checked bytes a slow
+    /// sink has not taken) move to the front of a block of `self.block` bytes (or a little more
+    /// when they fill it). That is the same
+    /// block when nothing else holds it (a copying sink), else a new one (a sharing sink still
+    /// holds slices of the old block: it is freed when the last goes).
+    fn new_block(&mut self) {
+        let unsent = self.buf.len();
+        self.copied += unsent as u64;
+        // Asked for the rest of a block (not a block more: a `Vec` would double).
+        self.buf
+            .reserve(self.block.saturating_sub(unsent).max(MIN_ROOM));
+    }
+
     /// Checks newly arrived bytes. Returns the handshake octets when they have just been checked.
     pub fn check(&mut self) -> Result<Option<Handshake>, PipeError> {
         let mut handshake = None;
         if let Some(opening) = self.opening {
-            if self.end - self.ready < HANDSHAKE_LEN {
+            if self.buf.len() - self.ready < HANDSHAKE_LEN {
                 return Ok(None);
             }
             let mut hs = [0u8; HANDSHAKE_LEN];
@@ -270,18 +305,19 @@ impl Pipe {
         if self.hold {
             return Ok(handshake);
         }
-        while self.ready < self.end {
-            match self.scanner.scan(&self.buf[self.ready..self.end])? {
+        while self.ready < self.buf.len() {
+            match self.scanner.scan(&self.buf[self.ready..])? {
                 Run::Forward(n) => self.ready += n,
                 Run::Discard(n) => {
-                    if self.start == self.ready {
-                        self.start += n;
-                        self.ready += n;
+                    if self.ready == 0 {
+                        self.buf.advance(n);
                     } else {
                         // Checked bytes wait before the dropped frame: cut it out in place
                         // (PING/PONG are rare; the scanner has already consumed them).
-                        self.buf.copy_within(self.ready + n..self.end, self.ready);
-                        self.end -= n;
+                        let end = self.buf.len();
+                        self.buf.copy_within(self.ready + n..end, self.ready);
+                        self.buf.truncate(end - n);
+                        self.copied += (end - self.ready - n) as u64;
                     }
                 }
                 Run::NeedMore => break,
@@ -290,44 +326,103 @@ impl Pipe {
         Ok(handshake)
     }
 
-    /// Gives checked bytes to `sink`, which returns how many it took (0 when it is full). Returns
-    /// the number of bytes taken.
+    /// Gives checked bytes to `sink`, which copies them and returns how many it took (0 when it
+    /// is full). Returns the number of bytes taken.
     pub fn drain<E>(
         &mut self,
         mut sink: impl FnMut(&[u8]) -> Result<usize, E>,
     ) -> Result<usize, E> {
         let mut taken = 0;
         // A sink that takes less than offered is full: asking again would only cost a call.
-        while self.prefix_sent < self.prefix.len() {
-            let offered = self.prefix.len() - self.prefix_sent;
-            let n = sink(&self.prefix[self.prefix_sent..])?;
-            self.prefix_sent += n;
-            taken += n;
-            if n < offered {
-                return Ok(taken);
+        for part in [Part::Prefix, Part::Held, Part::Ready] {
+            let offered = self.part(part).len();
+            if offered == 0 {
+                continue;
             }
-        }
-        while self.start < self.ready {
-            let offered = self.ready - self.start;
-            let n = sink(&self.buf[self.start..self.ready])?;
-            self.start += n;
+            let n = sink(self.part(part))?;
+            self.consume(part, n);
             taken += n;
             if n < offered {
                 break;
             }
         }
-        if self.start == self.end {
-            self.start = 0;
-            self.ready = 0;
-            self.end = 0;
-        }
         Ok(taken)
+    }
+
+    /// Gives checked bytes to `sink` as buffers it may keep (they share the pipe's blocks): it
+    /// returns how many bytes of the buffer it took (0 when it is full); the rest stays here
+    /// and is offered again next time. Returns the number of bytes taken.
+    pub fn drain_shared<E>(
+        &mut self,
+        mut sink: impl FnMut(&Bytes) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let mut taken = 0;
+        if !self.prefix.is_empty() {
+            let offered = self.prefix.len();
+            let n = sink(&self.prefix)?;
+            self.prefix.advance(n);
+            taken += n;
+            if n < offered {
+                return Ok(taken);
+            }
+        }
+        loop {
+            if self.held.is_empty() {
+                if self.ready == 0 {
+                    return Ok(taken);
+                }
+                self.held = self.buf.split_to(self.ready).freeze();
+                self.ready = 0;
+            }
+            let offered = self.held.len();
+            let n = sink(&self.held)?;
+            self.held.advance(n);
+            taken += n;
+            if n < offered {
+                return Ok(taken);
+            }
+        }
+    }
+
+    fn part(&self, part: Part) -> &[u8] {
+        match part {
+            Part::Prefix => &self.prefix,
+            Part::Held => &self.held,
+            Part::Ready => &self.buf[..self.ready],
+        }
+    }
+
+    fn consume(&mut self, part: Part, n: usize) {
+        match part {
+            Part::Prefix => self.prefix.advance(n),
+            Part::Held => self.held.advance(n),
+            Part::Ready => {
+                self.buf.advance(n);
+                self.ready -= n;
+            }
+        }
     }
 
     /// The first message's leading bytes (a HELLO on the client-to-router direction).
     pub fn first_message(&self) -> Option<&[u8]> {
         self.scanner.first_message_prefix()
     }
+}
+
+/// Where checked bytes wait, in the order they go to the sink.
+#[derive(Clone, Copy)]
+enum Part {
+    Prefix,
+    Held,
+    Ready,
+}
+
+/// Appends up to `max` bytes from `bytes` to `buf`, as a source of tests and the fuzzer does.
+#[cfg(test)]
+pub fn append(buf: &mut BytesMut, max: usize, bytes: &[u8]) -> usize {
+    let n = max.min(bytes.len());
+    buf.extend_from_slice(&bytes[..n]);
+    n
 }
 
 #[cfg(test)]
@@ -349,12 +444,11 @@ mod tests {
         let mut pos = 0;
         loop {
             let took_in = pipe
-                .fill::<std::io::Error>(|buf| {
+                .fill::<std::io::Error>(|buf, room| {
                     if pos == input.len() {
                         return Ok(Fill::End);
                     }
-                    let n = chunk.min(buf.len()).min(input.len() - pos);
-                    buf[..n].copy_from_slice(&input[pos..pos + n]);
+                    let n = append(buf, chunk.min(room), &input[pos..]);
                     pos += n;
                     Ok(Fill::Data(n))
                 })
@@ -394,6 +488,67 @@ mod tests {
         }
     }
 
+    /// [`run`] with a sharing sink that keeps every buffer it is given (as quiche does until
+    /// the peer acknowledges), taking at most `sink_max` bytes of each.
+    fn run_shared(input: &[u8], chunk: usize, sink_max: usize, cap: usize) -> (Vec<u8>, u64) {
+        let mut pipe = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
+        let mut kept: Vec<Bytes> = Vec::new();
+        let mut pos = 0;
+        loop {
+            let took_in = pipe
+                .fill::<std::io::Error>(|buf, room| {
+                    if pos == input.len() {
+                        return Ok(Fill::End);
+                    }
+                    let n = append(buf, chunk.min(room), &input[pos..]);
+                    pos += n;
+                    Ok(Fill::Data(n))
+                })
+                .unwrap();
+            pipe.check().unwrap();
+            let took_out = pipe
+                .drain_shared::<std::io::Error>(|b| {
+                    let n = b.len().min(sink_max);
+                    kept.push(b.slice(..n));
+                    Ok(n)
+                })
+                .unwrap();
+            if pipe.is_finished() {
+                return (kept.concat(), pipe.bytes_copied());
+            }
+            assert!(took_in || took_out > 0, "pipe stalled");
+        }
+    }
+
+    #[test]
+    fn a_sharing_sink_gets_the_bytes_verbatim_and_they_stay_intact_while_it_keeps_them() {
+        let mut input = vec![0x7f, 0xf3, 0, 0];
+        for len in [0usize, 1, 100, 1000, 70_000, 3] {
+            input.extend(frame(&vec![len as u8 ^ 0x5a; len]));
+        }
+        for (chunk, sink, cap) in [
+            (1, 1, 64),
+            (3, 7, 64),
+            (4096, 100_000, 65_536),
+            (65_536, 1000, 100),
+            (100_000, 100_000, 65_536),
+        ] {
+            let (out, copied) = run_shared(&input, chunk, sink, cap);
+            assert_eq!(out, input, "chunk {chunk} sink {sink} cap {cap}");
+            // Only a header cut by a block's end, or bytes the sink left, move to a new block.
+            assert!(copied < input.len() as u64 / 2, "copied {copied}");
+        }
+    }
+
+    #[test]
+    fn a_sharing_sink_copies_nothing_when_frames_fit_the_blocks() {
+        let mut input = vec![0x7f, 0xf3, 0, 0];
+        input.extend(frame(&[1u8; 60]));
+        let (out, copied) = run_shared(&input, 1 << 20, usize::MAX, 65_536);
+        assert_eq!(out, input);
+        assert_eq!(copied, 0);
+    }
+
     #[test]
     fn ping_and_pong_frames_are_dropped() {
         let mut input = vec![0x7f, 0xf3, 0, 0];
@@ -410,21 +565,15 @@ mod tests {
     #[test]
     fn bad_handshake_and_oversize_frames_are_errors() {
         let mut p = Pipe::new(64, Opening::ClientRequest, 16);
-        p.fill::<std::io::Error>(|b| {
-            b[..4].copy_from_slice(&[0x7f, 0x00, 0, 0]);
-            Ok(Fill::Data(4))
-        })
-        .unwrap();
+        p.fill::<std::io::Error>(|b, room| Ok(Fill::Data(append(b, room, &[0x7f, 0x00, 0, 0]))))
+            .unwrap();
         assert!(matches!(p.check(), Err(PipeError::Handshake(_))));
 
         let mut p = Pipe::new(64, Opening::RouterReply, 16);
         let mut bytes = vec![0x7f, 0xf3, 0, 0];
         bytes.extend(FrameHeader::message(17).encode());
-        p.fill::<std::io::Error>(|b| {
-            b[..bytes.len()].copy_from_slice(&bytes);
-            Ok(Fill::Data(bytes.len()))
-        })
-        .unwrap();
+        p.fill::<std::io::Error>(|b, room| Ok(Fill::Data(append(b, room, &bytes))))
+            .unwrap();
         assert!(matches!(
             p.check(),
             Err(PipeError::Frame(FrameError::TooLarge { .. }))
@@ -446,11 +595,8 @@ mod count_tests {
             input.extend_from_slice(p);
         }
         let mut pipe = Pipe::new(1024, Opening::ClientRequest, 1 << 24);
-        pipe.fill::<std::io::Error>(|b| {
-            b[..input.len()].copy_from_slice(&input);
-            Ok(Fill::Data(input.len()))
-        })
-        .unwrap();
+        pipe.fill::<std::io::Error>(|b, room| Ok(Fill::Data(append(b, room, &input))))
+            .unwrap();
         pipe.check().unwrap();
         assert_eq!(pipe.scanner().messages(), 3);
         assert_eq!(pipe.scanner().message_bytes(), hello.len() as u64 + 1);

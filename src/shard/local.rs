@@ -26,6 +26,11 @@ impl LocalConn for LocalStream {
     }
 
     #[inline]
+    fn read_buf(&mut self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
+        self.recv_into_spare(buf, max)
+    }
+
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         Write::write(self, bytes)
     }

@@ -32,7 +32,7 @@ pub enum Direction {
 /// One QUIC connection to a peer node.
 pub struct Conn {
     /// Private: every quiche call goes through the driver (streams through [`StreamRef`]).
-    pub(super) quic: quiche::Connection,
+    pub(super) quic: crate::quic::bufs::QuicConn,
     pub peer_addr: SocketAddr,
     pub direction: Direction,
     /// The configured peer: known when dialing, learnt from the certificate when accepting.

@@ -55,15 +55,20 @@ impl QuicDriver {
         // The client's DCID is the Retry's source connection ID: one this node issued, bound to
         // the token's tag, so it is safe to use as the connection's own ID.
         let scid = hdr.dcid.clone().into_owned();
-        let quic =
-            match quiche::accept(&scid, Some(&odcid), self.local_addr, from, &mut self.config) {
-                Ok(q) => q,
-                Err(e) => {
-                    self.admission.release(from);
-                    tracing::debug!(%from, error = %e, "cannot accept connection");
-                    return None;
-                }
-            };
+        let quic = match quiche::accept_with_buf_factory(
+            &scid,
+            Some(&odcid),
+            self.local_addr,
+            from,
+            &mut self.config,
+        ) {
+            Ok(q) => q,
+            Err(e) => {
+                self.admission.release(from);
+                tracing::debug!(%from, error = %e, "cannot accept connection");
+                return None;
+            }
+        };
         Some(self.insert(quic, from, Direction::Incoming, None, vec![scid], now))
     }
 

@@ -7,7 +7,7 @@ use crate::quic::codes::StreamCode;
 
 /// One stream of one connection, borrowed for a short while (one pump of a link).
 pub struct StreamRef<'a> {
-    quic: &'a mut quiche::Connection,
+    quic: &'a mut crate::quic::bufs::QuicConn,
     id: u64,
 }
 
@@ -22,10 +22,32 @@ impl StreamRef<'_> {
         self.quic.stream_send(self.id, bytes, fin)
     }
 
+    /// Queues `bytes` without copying them: quiche keeps a clone of the buffer (it shares the
+    /// allocation) until the peer acknowledges it; quiche's `stream_send_zc`. Returns how many
+    /// bytes it took: the caller keeps the rest (quiche drops what it refuses with `Done`).
+    #[inline]
+    pub fn send_shared(&mut self, bytes: &bytes::Bytes, fin: bool) -> Result<usize, quiche::Error> {
+        self.quic
+            .stream_send_zc(self.id, bytes.clone(), fin)
+            .map(|(n, _rest)| n)
+    }
+
     /// Reads received bytes in order; quiche's `stream_recv`: `(bytes, fin)`.
     #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<(usize, bool), quiche::Error> {
         self.quic.stream_recv(self.id, buf)
+    }
+
+    /// Appends at most `max` received bytes to `buf`, which has that much spare capacity;
+    /// quiche's `stream_recv_buf`: `(bytes, fin)`.
+    #[inline]
+    pub fn recv_buf(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+        max: usize,
+    ) -> Result<(usize, bool), quiche::Error> {
+        use bytes::BufMut;
+        self.quic.stream_recv_buf(self.id, buf.limit(max))
     }
 
     /// quiche's `stream_capacity`: also how a stopped (`StreamStopped`) or collected

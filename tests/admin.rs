@@ -99,6 +99,32 @@ fn metrics_and_readiness_follow_the_peer_the_links_and_the_drain() {
     assert!(metric(admin_a, "rlinkd_datagrams_sent_total", &[]).unwrap() > 0.0);
     assert_eq!(metric(admin_a, "rlinkd_shards", &[]), Some(shards));
 
+    // Copies are counted where they happen (the closed link's stay counted): what a read from
+    // its stream was copied out of a packet and out of quiche, what it sent went into packets.
+    let relayed = metric(admin_a, "rlinkd_link_bytes_total", &link).unwrap();
+    let to_client = metric(
+        admin_a,
+        "rlinkd_link_bytes_total",
+        &[("kind", "link"), ("direction", "to_client")],
+    )
+    .unwrap();
+    let copied =
+        |admin, copy| metric(admin, "rlinkd_copied_bytes_total", &[("copy", copy)]).unwrap();
+    let read_a = copied(admin_a, "out_of_quiche");
+    assert!(
+        (to_client..to_client + 64.0).contains(&read_a),
+        "a read {read_a} stream bytes for {to_client} relayed to the client"
+    );
+    assert_eq!(copied(admin_a, "out_of_packets"), read_a);
+    assert!(copied(admin_b, "into_packets") >= read_a);
+    let all = metric(admin_a, "rlinkd_copied_bytes_total", &[]).unwrap()
+        + metric(admin_b, "rlinkd_copied_bytes_total", &[]).unwrap();
+    assert!(
+        (3.0 * relayed..4.0 * relayed).contains(&all),
+        "{all} bytes copied for {relayed} relayed: {:?}",
+        http_get(admin_a, "/metrics")
+    );
+
     // A link whose client stops mid-frame keeps b draining (it waits for the frame's end): b
     // says so in /readyz while it still answers.
     let raw = RawConn::connect(&ep);

@@ -150,7 +150,7 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
     let bytes = counters(
         &mut r,
         "link_bytes",
-        "RawSocket bytes relayed, frame headers included",
+        "Payload bytes of the RawSocket messages relayed (frame headers not counted)",
     );
 
     let d_sent = counters(&mut r, "datagrams_sent", "UDP datagrams sent");
@@ -196,6 +196,12 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
         "Incoming QUIC handshakes that failed or timed out",
     );
     let buffers = gauges(&mut r, "buffer_bytes", "Bytes of relay buffers held");
+    let copied = counters(
+        &mut r,
+        "copied_bytes",
+        "Bytes copied in user space on the QUIC path, by copy (into_packets, out_of_packets, \
+         out_of_quiche, compaction, handover)",
+    );
     let retries = counters(
         &mut r,
         "handshake_retries_sent",
@@ -284,6 +290,11 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
         handed.get_or_create(&l).inc_by(n.datagrams_handed_over);
         hs_err.get_or_create(&l).inc_by(n.handshake_errors);
         buffers.get_or_create(&l).set(clamp(n.buffer_bytes));
+        for (copy, v) in n.copied.by_copy() {
+            let mut l = l.clone();
+            l.push(("copy".into(), copy.into()));
+            copied.get_or_create(&l).inc_by(v);
+        }
         retries.get_or_create(&l).inc_by(n.retries_sent);
         waiting.get_or_create(&l).set(clamp(n.routes_waiting));
         stalled.get_or_create(&l).set(clamp(n.links_stalled));
@@ -327,6 +338,7 @@ mod tests {
         s.node.datagrams_sent = 30;
         s.node.send_calls = 3;
         s.node.datagrams_dropped.insert("unparsable", 1);
+        s.node.copied.out_of_quiche = 4096;
         let text = encode_snapshot(&NodeSnapshot {
             node: "a".into(),
             shards: vec![s],
@@ -343,6 +355,8 @@ mod tests {
             "rlinkd_link_frames_total{kind=\"link\",endpoint=\"links[0] unix:/run/rlinkd/b.sock\",shard=\"1\",direction=\"to_router\"} 40",
             "rlinkd_datagrams_per_send{shard=\"1\"} 10.0",
             "rlinkd_datagrams_dropped_total{shard=\"1\",reason=\"unparsable\"} 1",
+            "rlinkd_copied_bytes_total{shard=\"1\",copy=\"out_of_quiche\"} 4096",
+            "rlinkd_copied_bytes_total{shard=\"1\",copy=\"into_packets\"} 0",
             "rlinkd_draining{node=\"a\"} 0",
             "# EOF",
         ] {

@@ -56,7 +56,7 @@ pub struct EndpointSnapshot {
     pub links_opened: u64,
     /// Links closed, by the reason's short name (`clean`, `stalled`, `peer_lost`, ...).
     pub links_closed: BTreeMap<&'static str, u64>,
-    /// Frames and bytes (RawSocket headers included) towards the router (the one behind the
+    /// Frames and their payload bytes (RawSocket headers not counted) towards the router (the one behind the
     /// route, or the peer's for a link endpoint) and towards the client.
     pub frames_to_router: u64,
     pub frames_to_client: u64,
@@ -104,6 +104,56 @@ pub struct NodeCounters {
     pub links_holding_credit: u64,
     /// Bytes of relay buffers this shard holds.
     pub buffer_bytes: u64,
+    /// User-space copies of relayed bytes, by copy.
+    pub copied: CopiedBytes,
+}
+
+/// Bytes copied in user space on the QUIC path, by copy, counted where each copy happens or by
+/// the bytes that cross it (docs/ARCHITECTURE.md, "Copies per payload byte"). The kernel's copies
+/// (socket buffers) and the AEAD pass (in place) are not copies here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopiedBytes {
+    /// quiche writes queued stream bytes into packets: every byte the relay gave quiche (the
+    /// relay's own copy into quiche is gone: it hands quiche shared blocks), plus the stream bytes
+    /// quiche retransmitted.
+    pub into_packets: u64,
+    /// quiche copies a received STREAM frame's bytes out of the opened packet into its receive
+    /// buffer: counted as the stream bytes the relay read (a duplicate frame quiche drops is not
+    /// counted).
+    pub out_of_packets: u64,
+    /// `stream_recv_buf` copies received bytes from quiche's buffer into the relay's block.
+    pub out_of_quiche: u64,
+    /// The relay moves a block's unsent rest (a partial frame header, bytes a slow sink did not
+    /// take, a dropped PING cut out) within or into a new block.
+    pub compaction: u64,
+    /// Datagrams that reached the wrong shard, copied into a message to their owner.
+    pub handover: u64,
+}
+
+impl CopiedBytes {
+    /// `(label, bytes)` for each copy, in path order.
+    pub fn by_copy(&self) -> [(&'static str, u64); 5] {
+        [
+            ("into_packets", self.into_packets),
+            ("out_of_packets", self.out_of_packets),
+            ("out_of_quiche", self.out_of_quiche),
+            ("compaction", self.compaction),
+            ("handover", self.handover),
+        ]
+    }
+
+    /// All copies' bytes.
+    pub fn total(&self) -> u64 {
+        self.by_copy().iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn add(&mut self, o: &CopiedBytes) {
+        self.into_packets += o.into_packets;
+        self.out_of_packets += o.out_of_packets;
+        self.out_of_quiche += o.out_of_quiche;
+        self.compaction += o.compaction;
+        self.handover += o.handover;
+    }
 }
 
 /// Figures of the whole node: every shard's snapshot, in shard order.
@@ -132,6 +182,7 @@ impl NodeSnapshot {
             t.links_stalled += n.links_stalled;
             t.links_holding_credit += n.links_holding_credit;
             t.buffer_bytes += n.buffer_bytes;
+            t.copied.add(&n.copied);
             add_all(&mut t.datagrams_dropped, &n.datagrams_dropped);
             add_all(&mut t.peers_refused, &n.peers_refused);
         }

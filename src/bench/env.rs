@@ -341,10 +341,10 @@ impl Env {
     /// (node, datagrams sent, send calls, datagrams received, receive calls).
     /// Each rlinkd node's UDP counters (datagrams sent, send calls, datagrams received, receive
     /// calls), read from its admin endpoint, then the nodes stopped.
-    pub fn stop_nodes(&mut self) -> Vec<(String, [u64; 4])> {
+    pub fn stop_nodes(&mut self) -> Vec<(String, NodeFigures)> {
         let mut out = Vec::new();
         for n in &mut self.nodes {
-            if let Some(c) = n.admin_addr().and_then(udp_counters) {
+            if let Some(c) = n.admin_addr().and_then(NodeFigures::scrape) {
                 out.push((n.name.clone(), c));
             }
             n.stop();
@@ -366,15 +366,31 @@ fn wait_ready(admin: Option<std::net::SocketAddr>, timeout: Duration) -> bool {
     false
 }
 
-/// (datagrams sent, send calls, datagrams received, receive calls) from an admin endpoint.
-fn udp_counters(admin: std::net::SocketAddr) -> Option<[u64; 4]> {
-    let m = |name| crate::cluster::metric(admin, name, &[]).map(|v| v as u64);
-    Some([
-        m("rlinkd_datagrams_sent_total")?,
-        m("rlinkd_udp_send_calls_total")?,
-        m("rlinkd_datagrams_received_total")?,
-        m("rlinkd_udp_receive_calls_total")?,
-    ])
+/// A node's counters at the end of a run, from its admin endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeFigures {
+    pub datagrams_sent: u64,
+    pub send_calls: u64,
+    pub datagrams_received: u64,
+    pub receive_calls: u64,
+    /// Bytes copied in user space, all copies (`rlinkd_copied_bytes_total`).
+    pub copied_bytes: u64,
+    /// RawSocket bytes the node relayed, both directions (`rlinkd_link_bytes_total`).
+    pub link_bytes: u64,
+}
+
+impl NodeFigures {
+    fn scrape(admin: std::net::SocketAddr) -> Option<NodeFigures> {
+        let m = |name| crate::cluster::metric(admin, name, &[]).map(|v| v as u64);
+        Some(NodeFigures {
+            datagrams_sent: m("rlinkd_datagrams_sent_total")?,
+            send_calls: m("rlinkd_udp_send_calls_total")?,
+            datagrams_received: m("rlinkd_datagrams_received_total")?,
+            receive_calls: m("rlinkd_udp_receive_calls_total")?,
+            copied_bytes: m("rlinkd_copied_bytes_total")?,
+            link_bytes: m("rlinkd_link_bytes_total").unwrap_or(0),
+        })
+    }
 }
 
 /// Where benchmark files go unless `--dir` says otherwise.

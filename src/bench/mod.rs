@@ -315,13 +315,6 @@ impl RunResult {
     }
 }
 
-/// Copies of a payload byte in user space inside rlinkd today, both nodes together (found in the
-/// profile, perf/results/): on the sending node `stream_send` copies into quiche's send buffer and
-/// packet assembly copies from it into the packet (then sealed in place); on the receiving node
-/// the opened packet is copied into quiche's receive buffer and `stream_recv` copies it out. See
-/// docs/ARCHITECTURE.md.
-pub const RELAY_COPIES_PER_BYTE: f64 = 4.0;
-
 /// Where the peers' configs of a run are kept with its results: `peer-configs/` beside the
 /// `--json` file, else in the `--plot` folder.
 fn peer_configs_dir(args: &BenchArgs) -> Option<PathBuf> {
@@ -616,20 +609,35 @@ fn run_one(
         r.tls_offload = Some(crate::ktls::status());
     }
     if t == Transport::Quic {
-        r.relay_copies_per_byte = Some(RELAY_COPIES_PER_BYTE);
-        for (node, [sent, sends, recvd, recvs]) in env.stop_nodes() {
-            if sends > 0 {
+        let nodes = env.stop_nodes();
+        r.relay_copies_per_byte = copies_per_byte(nodes.iter().map(|(_, f)| f));
+        for (node, f) in nodes {
+            if f.send_calls > 0 {
                 r.datagrams_per_send
-                    .insert(node.clone(), sent as f64 / sends as f64);
+                    .insert(node.clone(), f.datagrams_sent as f64 / f.send_calls as f64);
             }
-            if recvs > 0 {
+            if f.receive_calls > 0 {
                 r.datagrams_per_receive
-                    .insert(node, recvd as f64 / recvs as f64);
+                    .insert(node, f.datagrams_received as f64 / f.receive_calls as f64);
             }
         }
     }
     let configs = env.stop_relays();
     Ok((r, configs))
+}
+
+/// User-space copies of a relayed byte inside rlinkd, both nodes together, as the nodes counted
+/// them (`rlinkd_copied_bytes_total`): every node's copied bytes over the bytes relayed (each
+/// relayed byte crosses both nodes; the node that counted the most is the reference). Relayed
+/// bytes are messages' payload bytes: copies of frame headers and handshakes count against
+/// them. `None` before any byte is relayed.
+fn copies_per_byte<'a>(nodes: impl IntoIterator<Item = &'a env::NodeFigures>) -> Option<f64> {
+    let (mut copied, mut relayed) = (0u64, 0u64);
+    for f in nodes {
+        copied += f.copied_bytes;
+        relayed = relayed.max(f.link_bytes);
+    }
+    (relayed > 0).then(|| copied as f64 / relayed as f64)
 }
 
 /// `--io` values: the configuration's names for the I/O backends.
@@ -643,6 +651,22 @@ fn parse_io(s: &str) -> Result<crate::config::IoMode, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_per_byte_adds_the_nodes_copies_over_the_bytes_relayed_once() {
+        let a = env::NodeFigures {
+            copied_bytes: 1_000,
+            link_bytes: 1_000,
+            ..Default::default()
+        };
+        let b = env::NodeFigures {
+            copied_bytes: 2_100,
+            link_bytes: 990,
+            ..Default::default()
+        };
+        assert_eq!(copies_per_byte([&a, &b]), Some(3.1));
+        assert_eq!(copies_per_byte([&env::NodeFigures::default()]), None);
+    }
 
     #[test]
     fn peer_configs_go_beside_the_json() {

@@ -360,6 +360,9 @@ fn row_lines(s: &mut String, row: &Row, rounds: usize) {
             .join("/");
         let _ = write!(detail, "; datagrams/syscall send {tx}, recv {rx}");
     }
+    if let Some(c) = r.relay_copies_per_byte {
+        let _ = write!(detail, "; user-space copies/byte {c:.2} (counted)");
+    }
     let _ = writeln!(s, "           {detail}");
     if let Some(k) = &r.tls_offload {
         let _ = writeln!(s, "           {k}");

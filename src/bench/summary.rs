@@ -163,6 +163,7 @@ fn row(
     for (k, val) in median.extra.iter_mut() {
         *val = med(&|r| r.extra.get(k).copied()).unwrap_or(*val);
     }
+    median.relay_copies_per_byte = med(&|r| r.relay_copies_per_byte);
     for (k, val) in median.datagrams_per_send.iter_mut() {
         *val = med(&|r| r.datagrams_per_send.get(k).copied()).unwrap_or(*val);
     }

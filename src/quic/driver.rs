@@ -105,6 +105,9 @@ pub struct DriverStats {
     pub duplicates_refused: u64,
     /// Connections replaced by a newcomer after failing the liveness probe (0x11).
     pub superseded: u64,
+    /// Stream bytes the connections this driver has forgotten retransmitted (the live ones' are
+    /// in their figures; [`QuicDriver::stream_bytes_retransmitted`] adds both).
+    pub closed_stream_retransmitted: u64,
 }
 
 /// A batch of equal-sized datagrams written into the caller's buffer.
@@ -182,6 +185,17 @@ impl QuicDriver {
 
     pub fn stats(&self) -> DriverStats {
         self.stats
+    }
+
+    /// Stream bytes quiche has written into packets a second time (or more), every connection
+    /// this driver has had.
+    pub fn stream_bytes_retransmitted(&self) -> u64 {
+        self.stats.closed_stream_retransmitted
+            + self
+                .conns
+                .values()
+                .map(|c| c.quic.stats().stream_retrans_bytes)
+                .sum::<u64>()
     }
 
     pub fn conn(&self, id: ConnId) -> Option<&Conn> {
@@ -602,6 +616,7 @@ impl QuicDriver {
 impl QuicDriver {
     fn forget(&mut self, id: ConnId) -> Option<Conn> {
         let c = self.conns.remove(&id)?;
+        self.stats.closed_stream_retransmitted += c.quic.stats().stream_retrans_bytes;
         for cid in &c.cids {
             self.by_cid.remove(cid);
         }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::pipe::{Fill, Handshake, Opening, Pipe, PipeError};
+use crate::admin::snapshot::CopiedBytes;
 use crate::io::LocalConn;
 use crate::quic::driver::{ConnId, StreamRef};
 use crate::rawsocket::{realm_from_hello, HandshakeError, RouterReply, Serializer};
@@ -231,6 +232,21 @@ impl<S: LocalConn> Link<S> {
             to_router_bytes: to_router.scanner().message_bytes(),
             to_client_frames: to_client.scanner().messages(),
             to_client_bytes: to_client.scanner().message_bytes(),
+        }
+    }
+
+    /// The bytes this link copied, or had quiche copy, in user space: everything it gave quiche
+    /// goes into packets once (retransmissions are counted per connection), everything it read
+    /// from the stream was copied out of a packet and out of quiche's buffer, and each pipe counts
+    /// its compaction.
+    pub fn copies(&self) -> CopiedBytes {
+        let received = self.to_local.bytes_in();
+        CopiedBytes {
+            into_packets: self.from_local.bytes_out(),
+            out_of_packets: received,
+            out_of_quiche: received,
+            compaction: self.from_local.bytes_copied() + self.to_local.bytes_copied(),
+            handover: 0,
         }
     }
 

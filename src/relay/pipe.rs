@@ -86,6 +86,8 @@ pub struct Pipe {
     scanner: FrameScanner,
     source_ended: bool,
     bytes_in: u64,
+    /// Bytes the sink took (the prefix's included).
+    bytes_out: u64,
     /// Bytes moved within memory to make room (the unsent rest of a block into a new one).
     copied: u64,
     /// Frames after the handshake octets wait, unchecked, until [`Pipe::set_limit`] gives the
@@ -107,6 +109,7 @@ impl Pipe {
             scanner: FrameScanner::new(limit, LengthReading::Crossbar),
             source_ended: false,
             bytes_in: 0,
+            bytes_out: 0,
             copied: 0,
             hold: false,
         }
@@ -195,6 +198,11 @@ impl Pipe {
 
     pub fn bytes_in(&self) -> u64 {
         self.bytes_in
+    }
+
+    /// Bytes the sink took, the prefix's included.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
     }
 
     /// Bytes this pipe copied within memory (compaction into a new block).
@@ -346,6 +354,7 @@ impl Pipe {
                 break;
             }
         }
+        self.bytes_out += taken as u64;
         Ok(taken)
     }
 
@@ -361,6 +370,7 @@ impl Pipe {
             let offered = self.prefix.len();
             let n = sink(&self.prefix)?;
             self.prefix.advance(n);
+            self.bytes_out += n as u64;
             taken += n;
             if n < offered {
                 return Ok(taken);
@@ -377,6 +387,7 @@ impl Pipe {
             let offered = self.held.len();
             let n = sink(&self.held)?;
             self.held.advance(n);
+            self.bytes_out += n as u64;
             taken += n;
             if n < offered {
                 return Ok(taken);
@@ -462,6 +473,7 @@ mod tests {
                 })
                 .unwrap();
             if pipe.is_finished() {
+                assert_eq!(pipe.bytes_out(), out.len() as u64, "bytes out not counted");
                 return out;
             }
             assert!(took_in || took_out > 0, "pipe stalled");
@@ -514,7 +526,9 @@ mod tests {
                 })
                 .unwrap();
             if pipe.is_finished() {
-                return (kept.concat(), pipe.bytes_copied());
+                let out = kept.concat();
+                assert_eq!(pipe.bytes_out(), out.len() as u64, "bytes out not counted");
+                return (out, pipe.bytes_copied());
             }
             assert!(took_in || took_out > 0, "pipe stalled");
         }

@@ -102,6 +102,8 @@ pub struct ShardInbox {
     mailboxes: Vec<Mailbox>,
     /// Datagrams handed to their owner shard, and those dropped because its queue was full.
     handed_over: u64,
+    /// Bytes of the datagrams handed over (each copied once into its message).
+    handed_over_bytes: u64,
     handoff_dropped: u64,
 }
 
@@ -118,6 +120,7 @@ impl ShardInbox {
             inbox,
             mailboxes,
             handed_over: 0,
+            handed_over_bytes: 0,
             handoff_dropped: 0,
         }
     }
@@ -167,6 +170,7 @@ impl ShardInbox {
             datagrams_handed_over: self.handed_over,
             ..Default::default()
         };
+        node.copied.handover = self.handed_over_bytes;
         node.datagrams_dropped
             .insert("handoff_queue_full", self.handoff_dropped);
         core.snapshot(node)
@@ -257,6 +261,7 @@ impl ShardInbox {
             from,
         }) {
             self.handed_over += 1;
+            self.handed_over_bytes += datagram.len() as u64;
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::admin::snapshot::{
-    Endpoint, EndpointSnapshot, NodeCounters, PeerSnapshot, ShardSnapshot,
+    CopiedBytes, Endpoint, EndpointSnapshot, NodeCounters, PeerSnapshot, ShardSnapshot,
 };
 use crate::relay::link::{LinkCounters, Role};
 
@@ -16,6 +16,8 @@ pub(super) struct Totals {
     endpoints: Vec<EndpointSnapshot>,
     /// By route name.
     routes: HashMap<String, EndpointSnapshot>,
+    /// What closed links copied.
+    copies: CopiedBytes,
 }
 
 impl Totals {
@@ -44,6 +46,7 @@ impl Totals {
                     )
                 })
                 .collect(),
+            copies: CopiedBytes::default(),
         }
     }
 
@@ -57,6 +60,7 @@ impl Totals {
             .map(|o| new.links.iter().position(|n| n.listen == o.listen))
             .collect();
         let mut fresh = Totals::new(new);
+        fresh.copies = self.copies;
         for (i, to) in map.iter().enumerate() {
             if let (Some(to), Some(e)) = (to, self.endpoints.get(i)) {
                 let mut e = e.clone();
@@ -97,6 +101,7 @@ impl Totals {
 
     pub(super) fn closed<S: LocalConn>(&mut self, link: &Link<S>, reason: &'static str) {
         let c = link.counters();
+        self.copies.add(&link.copies());
         if let Some(e) = self.slot(link) {
             *e.links_closed.entry(reason).or_insert(0) += 1;
             add(e, &c);
@@ -119,8 +124,10 @@ impl<L: LocalIo> ShardCore<L> {
         let mut endpoints = self.totals.endpoints.clone();
         let mut routes = self.totals.routes.clone();
         let mut buffers = 0u64;
+        let mut copies = self.totals.copies;
         for (_, link) in self.links.iter() {
             buffers += link.buffer_memory() as u64;
+            copies.add(&link.copies());
             let slot = match &link.role {
                 Role::Dialer { .. } => link.endpoint.and_then(|i| endpoints.get_mut(i)),
                 Role::Acceptor { route, .. } => routes.get_mut(route),
@@ -185,6 +192,8 @@ impl<L: LocalIo> ShardCore<L> {
         node.links_stalled += self.stalls.stalled() as u64;
         node.links_holding_credit += self.stalls.holding() as u64;
         node.buffer_bytes += buffers;
+        copies.into_packets += self.driver.stream_bytes_retransmitted();
+        node.copied.add(&copies);
         ShardSnapshot {
             shard: usize::from(self.driver.shard()),
             peers,

@@ -75,6 +75,7 @@ impl ShardReport {
         d.peers_refused += od.peers_refused;
         d.duplicates_refused += od.duplicates_refused;
         d.superseded += od.superseded;
+        d.closed_stream_retransmitted += od.closed_stream_retransmitted;
         let (i, oi) = (&mut self.io, &o.io);
         i.send_calls += oi.send_calls;
         i.datagrams_sent += oi.datagrams_sent;

@@ -24,6 +24,7 @@ pub mod router;
 pub mod stream;
 pub mod summary;
 pub mod targets;
+pub mod targets_io;
 pub mod workloads;
 
 use std::path::{Path, PathBuf};

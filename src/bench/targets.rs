@@ -210,6 +210,7 @@ pub fn targets(rows: &[Row], skipped: &[Skipped]) -> Vec<Target> {
             Some((format!("{r:.2} x ({a:.0} us vs {b:.0} us)"), r <= 1.0))
         }),
     );
+    v.extend(super::targets_io::targets(rows));
     v
 }
 

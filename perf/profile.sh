@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Where rlinkd's CPU goes: profile both rlinkd processes of a quic `rlinkd bench` run.
 #
-#   perf/profile.sh WORKLOAD [--udp-payload N] [--no-gso] [--quic-leg unix|tcp]
+#   perf/profile.sh WORKLOAD [--udp-payload N] [--no-gso] [--quic-leg unix|tcp] [--io mio|uring]
+#                            [--shards N]
 #
 # Runs `rlinkd bench --workload WORKLOAD --transport quic --duration 8s --rounds 1 --mtu 1500`
 # (--udp-payload overrides the MTU), and while it measures,
 # `perf record -e cpu-clock -g --call-graph dwarf` on both `rlinkd run` children for RECORD_S
-# seconds. Writes into build/perf/WORKLOAD/: perf.data, perf.script.txt, stacks.folded,
+# seconds. Writes into build/perf/WORKLOAD/ (WORKLOAD-IO/ with --io): perf.data, perf.script.txt, stacks.folded,
 # classify.txt + classify.json (perf/classify.py), flamegraph.svg, bench.txt (the bench's own
 # table: it must say "verified"), pids.txt.
 #
@@ -16,11 +17,12 @@
 # the unwind there), MINWIDTH (flamegraph --minwidth in pixels, default 0.1).
 set -euo pipefail
 
-usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 WORKLOAD=$1
 shift
 EXTRA=()
+IO=""
 while [ $# -gt 0 ]; do
     case $1 in
         --udp-payload) EXTRA+=(--udp-payload "$2"); shift 2 ;;
@@ -28,6 +30,8 @@ while [ $# -gt 0 ]; do
         --no-gso) EXTRA+=(--no-gso); shift ;;
         --quic-leg) EXTRA+=(--quic-leg "$2"); shift 2 ;;
         --quic-leg=*) EXTRA+=("$1"); shift ;;
+        --io) EXTRA+=(--io "$2"); IO=$2; shift 2 ;;
+        --shards) EXTRA+=(--shards "$2"); shift 2 ;;
         *) echo "unknown option $1" >&2; usage ;;
     esac
 done
@@ -40,7 +44,7 @@ RECORD_S=${RECORD_S:-5}
 FREQ=${FREQ:-999}
 STACK=${STACK:-32768}
 MINWIDTH=${MINWIDTH:-0.1}
-OUT=build/perf/$WORKLOAD
+OUT=build/perf/$WORKLOAD${IO:+-$IO}
 TOOLS=build/tools
 
 # perf: Debian's linux-perf (works for any kernel version, without matching linux-tools).
@@ -115,7 +119,8 @@ sed_args=()
 for p in "${!NAME[@]}"; do sed_args+=(-e "s/^rlinkd-$p;/${NAME[$p]};/" -e "s/^rlinkd-$p\/[0-9]*;/${NAME[$p]};/"); done
 sed "${sed_args[@]}" "$OUT/stacks.raw.folded" >"$OUT/stacks.folded"
 rm -f "$OUT/stacks.raw.folded"
-GOODPUT=$(awk '$1 == "quic" { print $3 " MB/s, " $4 " frames/s"; exit }' "$OUT/bench.txt")
+# The quic row: "quic [Nsh] [io] MTU MB/s frames/s ...".
+GOODPUT=$(awk '$1 == "quic" { for (i = 2; i < NF; i++) if ($i == 1500 || $i == 9000) { print $(i + 1) " MB/s, " $(i + 2) " frames/s"; exit } }' "$OUT/bench.txt")
 inferno-flamegraph --minwidth "$MINWIDTH" --width 1600 --hash \
     --title "rlinkd $WORKLOAD over quic: both rlinkd processes, $RECORD_S s cpu-clock" \
     --subtitle "bench ${EXTRA[*]:-default 1452 B UDP payload}; $GOODPUT while profiled" \

@@ -98,6 +98,30 @@ fn metrics_and_readiness_follow_the_peer_the_links_and_the_drain() {
     );
     assert!(metric(admin_a, "rlinkd_datagrams_sent_total", &[]).unwrap() > 0.0);
     assert_eq!(metric(admin_a, "rlinkd_shards", &[]), Some(shards));
+    // System calls by call, per shard: every shard waits for events; the link's local reads and
+    // writes and b's route connect are counted where they were made.
+    let calls = |admin, call: &str| metric(admin, "rlinkd_syscalls_total", &[("call", call)]);
+    for shard in 0..shards as usize {
+        let s = shard.to_string();
+        let l = [("shard", s.as_str()), ("call", "epoll_wait")];
+        assert!(
+            metric(admin_a, "rlinkd_syscalls_total", &l).is_some_and(|v| v > 0.0),
+            "shard {shard}: no epoll_wait counted"
+        );
+    }
+    for call in [
+        "local_read",
+        "local_write",
+        "local_accept",
+        "udp_sendmsg",
+        "udp_recvmsg",
+    ] {
+        assert!(
+            calls(admin_a, call).is_some_and(|v| v > 0.0),
+            "a: no {call}"
+        );
+    }
+    assert!(calls(admin_b, "local_connect").is_some_and(|v| v >= 1.0));
 
     // Copies are counted where they happen (the closed link's stay counted): what a read from
     // its stream was copied out of a packet and out of quiche, what it sent went into packets.

@@ -222,6 +222,11 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
         "links_holding_credit",
         "Links holding flow-control credit (relay.stall_budget)",
     );
+    let syscalls = counters(
+        &mut r,
+        "syscalls",
+        "System calls the shard made on the data path, by call",
+    );
 
     for s in &snap.shards {
         let shard = s.shard.to_string();
@@ -299,6 +304,11 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
         waiting.get_or_create(&l).set(clamp(n.routes_waiting));
         stalled.get_or_create(&l).set(clamp(n.links_stalled));
         holding.get_or_create(&l).set(clamp(n.links_holding_credit));
+        for (call, v) in n.syscalls.iter() {
+            let mut l = l.clone();
+            l.push(("call".into(), call.name().into()));
+            syscalls.get_or_create(&l).inc_by(v);
+        }
     }
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -312,6 +322,7 @@ mod tests {
 
     use super::super::snapshot::*;
     use super::*;
+    use crate::io::syscalls::Syscall;
 
     #[test]
     fn a_snapshot_becomes_labelled_families_with_help_and_an_eof() {
@@ -339,6 +350,7 @@ mod tests {
         s.node.send_calls = 3;
         s.node.datagrams_dropped.insert("unparsable", 1);
         s.node.copied.out_of_quiche = 4096;
+        s.node.syscalls.set(Syscall::IoUringEnter, 7);
         let text = encode_snapshot(&NodeSnapshot {
             node: "a".into(),
             shards: vec![s],
@@ -358,6 +370,9 @@ mod tests {
             "rlinkd_copied_bytes_total{shard=\"1\",copy=\"out_of_quiche\"} 4096",
             "rlinkd_copied_bytes_total{shard=\"1\",copy=\"into_packets\"} 0",
             "rlinkd_draining{node=\"a\"} 0",
+            "# HELP rlinkd_syscalls ",
+            "rlinkd_syscalls_total{shard=\"1\",call=\"io_uring_enter\"} 7",
+            "rlinkd_syscalls_total{shard=\"1\",call=\"epoll_wait\"} 0",
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::io::syscalls::SyscallCounts;
+
 /// One shard's figures at one instant.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShardSnapshot {
@@ -106,6 +108,9 @@ pub struct NodeCounters {
     pub buffer_bytes: u64,
     /// User-space copies of relayed bytes, by copy.
     pub copied: CopiedBytes,
+    /// System calls the shard's backend made on the data path, by kind, since it started
+    /// (`crate::io::syscalls`).
+    pub syscalls: SyscallCounts,
 }
 
 /// Bytes copied in user space on the QUIC path, by copy, counted where each copy happens or by
@@ -185,6 +190,7 @@ impl NodeSnapshot {
             t.copied.add(&n.copied);
             add_all(&mut t.datagrams_dropped, &n.datagrams_dropped);
             add_all(&mut t.peers_refused, &n.peers_refused);
+            t.syscalls.add(&n.syscalls);
         }
         t
     }
@@ -217,12 +223,14 @@ fn add_all(into: &mut BTreeMap<&'static str, u64>, from: &BTreeMap<&'static str,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::syscalls::Syscall;
 
     #[test]
     fn totals_add_the_shards_and_peers_are_up_when_any_shard_holds_a_connection() {
         let mut a = ShardSnapshot::default();
         a.node.datagrams_sent = 3;
         a.node.datagrams_dropped.insert("unparsable", 1);
+        a.node.syscalls.set(Syscall::EpollWait, 10);
         a.peers.push(PeerSnapshot {
             name: "b".into(),
             connections: 0,
@@ -235,6 +243,8 @@ mod tests {
         b.node.datagrams_sent = 4;
         b.node.datagrams_dropped.insert("unparsable", 2);
         b.node.datagrams_dropped.insert("unknown_connection", 5);
+        b.node.syscalls.set(Syscall::EpollWait, 2);
+        b.node.syscalls.set(Syscall::IoUringEnter, 5);
         b.peers.push(PeerSnapshot {
             name: "b".into(),
             connections: 1,
@@ -250,6 +260,9 @@ mod tests {
         };
         let t = n.totals();
         assert_eq!(t.datagrams_sent, 7);
+        assert_eq!(t.syscalls.get(Syscall::EpollWait), 12);
+        assert_eq!(t.syscalls.get(Syscall::IoUringEnter), 5);
+        assert_eq!(t.syscalls.total(), 17);
         assert_eq!(t.datagrams_dropped["unparsable"], 3);
         assert_eq!(t.datagrams_dropped["unknown_connection"], 5);
         assert_eq!(n.links_open(), 7);

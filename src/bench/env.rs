@@ -1,6 +1,7 @@
 //! A benchmark environment: the router emulator process and, for `quic`, the two rlinkd nodes
 //! between it and the clients (for `haproxy` and `stunnel`, the two relays), all on loopback.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -133,6 +134,8 @@ pub struct Snapshot {
     pub procs: Vec<(String, ProcSample)>,
     pub sys: SysSample,
     pub at: std::time::Instant,
+    /// quic: the system calls of both rlinkd nodes so far, by call ([`Env::node_syscalls`]).
+    pub syscalls: Option<BTreeMap<String, u64>>,
 }
 
 impl Env {
@@ -324,7 +327,26 @@ impl Env {
             procs,
             sys: SysSample::read(),
             at: std::time::Instant::now(),
+            syscalls: self.node_syscalls(),
         }
+    }
+
+    /// The system calls every rlinkd node's shards have made so far, by call
+    /// (`rlinkd_syscalls_total`, counted by the backends), summed over the nodes; `None` without
+    /// nodes or when one does not answer. One scrape per node: the shards answer between turns.
+    pub fn node_syscalls(&self) -> Option<BTreeMap<String, u64>> {
+        if self.nodes.is_empty() {
+            return None;
+        }
+        let mut sum = BTreeMap::new();
+        for n in &self.nodes {
+            let (status, body) = crate::cluster::http_get(n.admin_addr()?, "/metrics")?;
+            if status != 200 {
+                return None;
+            }
+            add_syscalls(&body, &mut sum);
+        }
+        Some(sum)
     }
 
     /// Stops the relays (haproxy, stunnel) and returns the configs they ran with.
@@ -393,7 +415,48 @@ impl NodeFigures {
     }
 }
 
+/// Adds the `rlinkd_syscalls_total{...,call="x"} n` samples of an exposition to `into`, by call
+/// (every shard's together).
+fn add_syscalls(metrics: &str, into: &mut BTreeMap<String, u64>) {
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("rlinkd_syscalls_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let call = labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("call=\""))
+            .and_then(|v| v.strip_suffix('"'));
+        if let (Some(call), Ok(v)) = (call, value.trim().parse::<u64>()) {
+            *into.entry(call.to_string()).or_insert(0) += v;
+        }
+    }
+}
+
 /// Where benchmark files go unless `--dir` says otherwise.
 pub fn default_dir() -> PathBuf {
     PathBuf::from("build/bench")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_samples_are_summed_by_call_over_shards() {
+        let text = "# HELP rlinkd_syscalls System calls\n\
+            rlinkd_syscalls_total{shard=\"0\",call=\"epoll_wait\"} 10\n\
+            rlinkd_syscalls_total{shard=\"1\",call=\"epoll_wait\"} 5\n\
+            rlinkd_syscalls_total{shard=\"1\",call=\"udp_sendmsg\"} 7\n\
+            rlinkd_syscalls_created{shard=\"1\",call=\"udp_sendmsg\"} 1.0\n\
+            rlinkd_udp_send_calls_total{shard=\"0\"} 99\n";
+        let mut sum = BTreeMap::new();
+        add_syscalls(text, &mut sum);
+        add_syscalls(text, &mut sum);
+        assert_eq!(sum.len(), 2);
+        assert_eq!(sum["epoll_wait"], 30);
+        assert_eq!(sum["udp_sendmsg"], 14);
+    }
 }

@@ -223,6 +223,12 @@ pub struct RunResult {
     pub datagrams_per_receive: BTreeMap<String, f64>,
     /// quic only: user-space copies of each payload byte inside rlinkd (sending + receiving node).
     pub relay_copies_per_byte: Option<f64>,
+    /// quic only: system calls of both rlinkd nodes per GB of payload over the measured phase,
+    /// as their backends count them (`rlinkd_syscalls_total`), in all and by call.
+    #[serde(default)]
+    pub syscalls_per_gb: Option<f64>,
+    #[serde(default)]
+    pub syscalls_per_gb_by_call: BTreeMap<String, f64>,
     /// tls only: whether the record layer ran in the kernel (kTLS) or in user space, and why.
     pub tls_offload: Option<String>,
     pub extra: workloads::Extra,
@@ -260,6 +266,8 @@ impl RunResult {
             datagrams_per_send: BTreeMap::new(),
             datagrams_per_receive: BTreeMap::new(),
             relay_copies_per_byte: None,
+            syscalls_per_gb: None,
+            syscalls_per_gb_by_call: BTreeMap::new(),
             tls_offload: None,
             extra: BTreeMap::new(),
             verified: false,

@@ -1,6 +1,7 @@
 //! How `rlinkd bench` shows its results: a table on stdout, JSON, SVG charts, and the project's
 //! targets checked against ratios measured in the same run.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -363,6 +364,13 @@ fn row_lines(s: &mut String, row: &Row, rounds: usize) {
     if let Some(c) = r.relay_copies_per_byte {
         let _ = write!(detail, "; user-space copies/byte {c:.2} (counted)");
     }
+    if let Some(total) = r.syscalls_per_gb {
+        let _ = write!(
+            detail,
+            "; syscalls/GB {}",
+            syscalls_per_gb(total, &r.syscalls_per_gb_by_call)
+        );
+    }
     let _ = writeln!(s, "           {detail}");
     if let Some(k) = &r.tls_offload {
         let _ = writeln!(s, "           {k}");
@@ -391,6 +399,30 @@ fn row_lines(s: &mut String, row: &Row, rounds: usize) {
         .collect();
     if !flagged.is_empty() {
         let _ = writeln!(s, "           outside load FLAGGED: {}", flagged.join(", "));
+    }
+}
+
+/// System calls per GB, both nodes: the total and its four largest calls, e.g.
+/// `52.1k (udp_sendmsg 20.4k, epoll_wait 12.0k, local_read 9.9k, udp_recvmsg 8.1k)`.
+fn syscalls_per_gb(total: f64, by_call: &BTreeMap<String, f64>) -> String {
+    let k = |v: f64| {
+        if v >= 1e3 {
+            format!("{:.1}k", v / 1e3)
+        } else {
+            format!("{v:.0}")
+        }
+    };
+    let mut calls: Vec<(&String, &f64)> = by_call.iter().collect();
+    calls.sort_by(|a, b| b.1.total_cmp(a.1));
+    let top: Vec<String> = calls
+        .iter()
+        .take(4)
+        .map(|(c, v)| format!("{c} {}", k(**v)))
+        .collect();
+    if top.is_empty() {
+        k(total)
+    } else {
+        format!("{} ({})", k(total), top.join(", "))
     }
 }
 
@@ -545,4 +577,28 @@ fn ratios_section(s: &mut String, rows: &[Row], skipped: &[Skipped]) {
 /// SVG charts: goodput per transport for each throughput workload, and latency percentiles.
 pub fn plot(rep: &Report, dir: &Path) -> anyhow::Result<()> {
     super::plots::write_all(rep, dir)
+}
+
+#[cfg(test)]
+mod syscall_tests {
+    use super::*;
+
+    #[test]
+    fn syscalls_per_gb_show_the_total_and_the_largest_calls() {
+        let by: BTreeMap<String, f64> = [
+            ("epoll_wait", 12_000.0),
+            ("udp_sendmsg", 20_400.0),
+            ("local_read", 9_900.0),
+            ("udp_recvmsg", 8_100.0),
+            ("waker_write", 3.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(
+            syscalls_per_gb(50_403.0, &by),
+            "50.4k (udp_sendmsg 20.4k, epoll_wait 12.0k, local_read 9.9k, udp_recvmsg 8.1k)"
+        );
+        assert_eq!(syscalls_per_gb(950.0, &BTreeMap::new()), "950");
+    }
 }

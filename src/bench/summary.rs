@@ -170,6 +170,10 @@ fn row(
     for (k, val) in median.datagrams_per_receive.iter_mut() {
         *val = med(&|r| r.datagrams_per_receive.get(k).copied()).unwrap_or(*val);
     }
+    median.syscalls_per_gb = med(&|r| r.syscalls_per_gb);
+    for (k, val) in median.syscalls_per_gb_by_call.iter_mut() {
+        *val = med(&|r| r.syscalls_per_gb_by_call.get(k).copied()).unwrap_or(*val);
+    }
     median.verified = verified == rounds && rounds > 0;
     Row {
         workload: w,

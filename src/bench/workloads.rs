@@ -328,6 +328,32 @@ impl RunResult {
             cores,
             self.processes.iter().map(|p| p.cpu_s).sum(),
         ));
+        if let (Some(b), Some(a)) = (&before.syscalls, &after.syscalls) {
+            self.syscalls_per_gb(b, a, bytes);
+        }
+    }
+
+    /// System calls per GB of `bytes` payload between two counts by call (both nodes summed).
+    fn syscalls_per_gb(
+        &mut self,
+        before: &BTreeMap<String, u64>,
+        after: &BTreeMap<String, u64>,
+        bytes: u64,
+    ) {
+        if bytes == 0 {
+            return;
+        }
+        let gb = bytes as f64 / 1e9;
+        let mut total = 0;
+        for (call, n) in after {
+            let delta = n.saturating_sub(before.get(call).copied().unwrap_or(0));
+            total += delta;
+            if delta > 0 {
+                self.syscalls_per_gb_by_call
+                    .insert(call.clone(), delta as f64 / gb);
+            }
+        }
+        self.syscalls_per_gb = Some(total as f64 / gb);
     }
 
     fn finish_throughput(&mut self, secs: f64, frames: u64, bytes: u64) {
@@ -347,3 +373,35 @@ impl RunResult {
 }
 
 pub type Extra = BTreeMap<String, f64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls per GB come from the counts' growth over the measured phase, both nodes summed;
+    /// a call that did not grow is left out of the breakdown.
+    #[test]
+    fn syscalls_per_gb_are_the_growth_over_the_payload() {
+        let counts = |v: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        let before = counts(&[
+            ("epoll_wait", 100),
+            ("udp_sendmsg", 50),
+            ("local_accept", 2),
+        ]);
+        let after = counts(&[
+            ("epoll_wait", 600),
+            ("udp_sendmsg", 1050),
+            ("local_accept", 2),
+            ("io_uring_enter", 250),
+        ]);
+        let mut r = RunResult::new(Workload::Bulk, super::super::Transport::Quic, 1, 65536);
+        r.syscalls_per_gb(&before, &after, 500_000_000);
+        assert_eq!(r.syscalls_per_gb, Some(3500.0));
+        assert_eq!(r.syscalls_per_gb_by_call["epoll_wait"], 1000.0);
+        assert_eq!(r.syscalls_per_gb_by_call["udp_sendmsg"], 2000.0);
+        assert_eq!(r.syscalls_per_gb_by_call["io_uring_enter"], 500.0);
+        assert!(!r.syscalls_per_gb_by_call.contains_key("local_accept"));
+    }
+}

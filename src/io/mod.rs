@@ -10,10 +10,12 @@
 //!   the shard core (`crate::shard::core`) sees them. The core decides; a backend owns the
 //!   descriptors and reports readiness. The mio backend implements them over
 //!   [`local::LocalStream`] and [`local::LocalListener`]; the in-memory tests over byte pipes.
+//! - [`syscalls`]: what the backends count of the system calls they make, per kind.
 
 pub mod cmsg;
 pub mod local;
 pub mod steer;
+pub mod syscalls;
 pub mod udp;
 pub mod uring;
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::cmsg::{self, CmsgBuf, UDP_GRO, UDP_SEGMENT};
+use super::syscalls::{self, Syscall};
 use super::{DatagramIo, DatagramStats, RecvMeta, SendError, Transmit};
 
 /// The kernel's limit on segments in one GSO send (UDP_MAX_SEGMENTS).
@@ -119,6 +120,7 @@ impl UdpSocket {
             msg.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
             msg.msg_controllen = cmsg::encode_udp_segment(&mut control, size) as _;
         }
+        syscalls::count(Syscall::UdpSendmsg);
         // SAFETY: `msg` points to `addr`, `iov` (over `contents`) and `control`, all alive until
         // sendmsg returns; the kernel only reads them.
         let rc = unsafe { libc::sendmsg(self.io.as_raw_fd(), &msg, 0) };
@@ -151,6 +153,11 @@ impl UdpSocket {
         msg.msg_iovlen = 1;
         msg.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = control.0.len() as _;
+        syscalls::count(if flags & libc::MSG_ERRQUEUE != 0 {
+            Syscall::UdpErrqueue
+        } else {
+            Syscall::UdpRecvmsg
+        });
         // SAFETY: every pointer in `msg` refers to a live local (`storage`, `iov` over `data`,
         // `control`) of the length given; the kernel writes within those lengths.
         let rc = unsafe { libc::recvmsg(self.io.as_raw_fd(), &mut msg, flags) };
@@ -449,6 +456,39 @@ mod tests {
             .collect();
         assert_eq!(lens, vec![1400, 1400, 200]);
         assert_eq!(a.stats().send_calls, 3);
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+    use crate::io::syscalls::{self, Syscall};
+
+    /// Every call is counted, WouldBlock included (the kernel was entered), each under its kind;
+    /// a batch without GSO is one sendmsg per datagram.
+    #[test]
+    fn every_socket_call_is_counted_would_block_included() {
+        let mut a = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), false, false).unwrap();
+        let mut b = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), false, false).unwrap();
+        let before = syscalls::current();
+        let mut buf = vec![0u8; 65_536];
+        let e = b.recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(b.recv_error().unwrap(), None);
+        a.send(&Transmit {
+            to: b.local_addr(),
+            contents: &[1u8; 3000],
+            segment_size: 1400,
+        })
+        .unwrap();
+        let after = syscalls::current();
+        let grew = |c| after.get(c) - before.get(c);
+        assert_eq!(grew(Syscall::UdpRecvmsg), 1);
+        assert_eq!(grew(Syscall::UdpErrqueue), 1);
+        assert_eq!(grew(Syscall::UdpSendmsg), 3);
+        assert_eq!(after.total() - before.total(), 5);
+        // DatagramStats still counts successful calls only.
+        assert_eq!((a.stats().send_calls, b.stats().recv_calls), (3, 0));
     }
 }
 

@@ -16,6 +16,7 @@ use super::local::MioLocal;
 use crate::admin::snapshot::{NodeCounters, ShardSnapshot};
 use crate::config::NodeConfig;
 use crate::io::local::{LocalListener, LocalStream};
+use crate::io::syscalls::{self, Syscall};
 use crate::io::DatagramStats;
 use crate::quic::cid::{self, ShardCount};
 
@@ -71,9 +72,14 @@ impl Mailbox {
         Ok((Mailbox { tx, waker }, rx))
     }
 
-    /// False when the shard has gone.
+    /// False when the shard has gone. The waker's eventfd write is counted on the sending
+    /// thread (`crate::io::syscalls`): a shard's when it hands something over.
     pub fn send(&self, msg: ShardMsg) -> bool {
-        self.tx.send(msg).is_ok() && self.waker.wake().is_ok()
+        if self.tx.send(msg).is_err() {
+            return false;
+        }
+        syscalls::count(Syscall::WakerWrite);
+        self.waker.wake().is_ok()
     }
 }
 
@@ -168,6 +174,8 @@ impl ShardInbox {
             datagrams_received: io.datagrams_received,
             receive_calls: io.recv_calls,
             datagrams_handed_over: self.handed_over,
+            // This thread is the shard's: its counts are the shard's.
+            syscalls: syscalls::current(),
             ..Default::default()
         };
         node.copied.handover = self.handed_over_bytes;

@@ -12,6 +12,7 @@ use super::core::{LocalEvent, ShardCore};
 use super::inbox::{Mailbox, ShardMsg};
 use crate::addr::LocalAddr;
 use crate::io::local::{LocalListener, LocalStream};
+use crate::io::syscalls::{self, Syscall};
 use crate::io::{LocalConn, LocalIo};
 
 /// Link endpoint `i`'s listener is registered as `LISTENER_BASE + i`.
@@ -22,24 +23,31 @@ pub(crate) const LINK_BASE: usize = 1 << 24;
 impl LocalConn for LocalStream {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        syscalls::count(Syscall::LocalRead);
         Read::read(self, buf)
     }
 
     #[inline]
     fn read_buf(&mut self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
+        syscalls::count(Syscall::LocalRead);
         self.recv_into_spare(buf, max)
     }
 
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        syscalls::count(Syscall::LocalWrite);
         Write::write(self, bytes)
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
+        syscalls::count(Syscall::LocalShutdown);
         LocalStream::shutdown_write(self)
     }
 
     fn finish_connect(&mut self) -> io::Result<bool> {
+        // SO_ERROR, then the peer's address.
+        syscalls::count(Syscall::LocalGetsockopt);
+        syscalls::count(Syscall::LocalGetpeername);
         LocalStream::finish_connect(self)
     }
 }
@@ -146,6 +154,7 @@ impl LocalIo for MioLocal {
         };
         let shared = matches!(l, LocalListener::Unix(..)) && self.mailboxes.len() > 1;
         loop {
+            syscalls::count(Syscall::LocalAccept);
             let conn = l.accept()?;
             if !shared {
                 return Ok(conn);
@@ -162,11 +171,17 @@ impl LocalIo for MioLocal {
     }
 
     fn connect(&mut self, target: &LocalAddr) -> io::Result<LocalStream> {
+        syscalls::count(Syscall::LocalSocket);
+        syscalls::count(Syscall::LocalConnect);
         LocalStream::connect(target)
     }
 
     fn watch(&mut self, conn: &mut LocalStream, link: usize) -> io::Result<()> {
+        if matches!(conn, LocalStream::Tcp(_)) {
+            syscalls::count(Syscall::LocalSetsockopt);
+        }
         conn.tune();
+        syscalls::count(Syscall::EpollCtl);
         self.registry.register(
             conn,
             Token(LINK_BASE + link),
@@ -175,6 +190,9 @@ impl LocalIo for MioLocal {
     }
 
     fn unwatch(&mut self, conn: &mut LocalStream) {
+        // The core drops the connection right after: its `close` is counted here too.
+        syscalls::count(Syscall::EpollCtl);
+        syscalls::count(Syscall::LocalClose);
         self.registry.deregister(conn).ok();
     }
 

@@ -21,6 +21,7 @@ use super::inbox::{ShardInbox, ShardSetup, WAKER};
 use super::local::{on_local_event, MioLocal};
 use crate::addr::LocalAddr;
 use crate::config::NodeConfig;
+use crate::io::syscalls::{self, Syscall};
 use crate::io::udp::{UdpSocket, MAX_GSO_BYTES};
 use crate::io::{DatagramIo, Transmit};
 use crate::quic::driver::Batch;
@@ -121,6 +122,7 @@ impl MioShard {
                     .min()
                     .map(|t| t.saturating_duration_since(now))
             };
+            syscalls::count(Syscall::EpollWait);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;

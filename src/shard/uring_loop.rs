@@ -25,6 +25,7 @@ use super::inbox::{ShardInbox, ShardSetup};
 use super::local::{on_local_event, MioLocal};
 use super::mio_loop::NodeError;
 use crate::config::NodeConfig;
+use crate::io::syscalls::{self, Syscall};
 use crate::io::udp::UdpSocket;
 use crate::io::uring::{Completion, RingSetup, UringError, UringIo};
 use crate::io::DatagramIo;
@@ -172,6 +173,7 @@ impl UringShard {
     /// mailbox's waker is among them: the inbox is read every turn anyway.
     fn poll_local(&mut self) -> Result<(), NodeError> {
         self.local_ready = false;
+        syscalls::count(Syscall::EpollWait);
         if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
             if e.kind() == io::ErrorKind::Interrupted {
                 self.local_ready = true;

@@ -16,6 +16,7 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, IoUring, Probe};
 
 use super::UringError;
+use crate::io::syscalls::{self, Syscall};
 
 /// How completions reach this thread (the set-up flags the kernel accepted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +155,7 @@ impl Ring {
                 return Ok(());
             }
             self.enters += 1;
+            syscalls::count(Syscall::IoUringEnter);
             match self.ring.submit() {
                 Ok(_) => {}
                 // The completion queue is full: reaping happens in the caller's turn; the
@@ -173,6 +175,7 @@ impl Ring {
     /// caller reaps what is there either way.
     pub fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.enters += 1;
+        syscalls::count(Syscall::IoUringEnter);
         let r = match timeout {
             Some(t) => {
                 let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());

@@ -317,3 +317,35 @@ fn shutdown_waits_for_every_operation_in_flight() {
     assert!(io.shutdown(), "every operation completed");
     assert_eq!(io.in_flight(), 0);
 }
+
+/// Each wait is one `io_uring_enter`, counted as such and nothing else; a whole send and receive
+/// round trip on the ring makes no other counted call.
+#[test]
+fn every_enter_is_counted_and_the_ring_makes_no_other_counted_call() {
+    use crate::io::syscalls::{self, Syscall};
+    let Some(mut io) = engine(true, true, None) else {
+        return;
+    };
+    let mut peer = loopback(false, false);
+    let before = syscalls::current();
+    let enters = io.ring_counters().0;
+    let buf = io.send_buffer().unwrap();
+    buf[..100].fill(7);
+    io.send(peer.local_addr(), 100, 100);
+    io.wait(Some(Duration::ZERO)).unwrap();
+    io.reap(&mut |_| {});
+    let mut rx = vec![0u8; 2048];
+    assert_eq!(recv_blocking(&mut peer, &mut rx).len, 100);
+    let after = syscalls::current();
+    let ring_enters = io.ring_counters().0 - enters;
+    assert!(ring_enters >= 1);
+    assert_eq!(
+        after.get(Syscall::IoUringEnter) - before.get(Syscall::IoUringEnter),
+        ring_enters
+    );
+    // The peer's receive is a plain socket's recvmsg; the engine made no other call.
+    let others = (after.total() - before.total())
+        - ring_enters
+        - (after.get(Syscall::UdpRecvmsg) - before.get(Syscall::UdpRecvmsg));
+    assert_eq!(others, 0);
+}

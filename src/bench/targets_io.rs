@@ -78,6 +78,23 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             );
         }
     }
+    for w in streaming {
+        let per_gb = |io| {
+            quic(rows, w, PAYLOAD_1500, io)
+                .and_then(|r| r.median.syscalls_per_gb)
+                .filter(|v| *v > 0.0)
+        };
+        push(
+            format!("{} system calls per GB (MTU 1500), uring vs mio", w.name()),
+            "<= 0.1 x",
+            per_gb(IoMode::Uring)
+                .zip(per_gb(IoMode::Mio))
+                .map(|(u, m)| {
+                    let r = u / m;
+                    (format!("{r:.2} x ({u:.0} vs {m:.0} /GB)"), r <= 0.1)
+                }),
+        );
+    }
     for io in [IoMode::Mio, IoMode::Uring] {
         let name = io.name();
         for (payload, bound) in [(PAYLOAD_1500, 1.2), (PAYLOAD_9000, 0.6)] {
@@ -153,6 +170,7 @@ mod tests {
         r.frames = 1000;
         r.frames_per_s = 1000.0;
         r.relay_copies_per_byte = (t == Transport::Quic).then_some(3.04);
+        r.syscalls_per_gb = io.map(|io| if io == IoMode::Uring { 600.0 } else { 1000.0 });
         r.processes = ["a", "b"]
             .iter()
             .map(|n| ProcCost {
@@ -190,6 +208,11 @@ mod tests {
         let h = find(&ts, "bulk pair CPU s/GB (MTU 1500), quic mio vs haproxy");
         assert!(h.measured.starts_with("1.60 x"), "{h:?}");
         assert_eq!(h.met, Some(false));
+        let s = find(&ts, "bulk system calls per GB (MTU 1500), uring vs mio");
+        assert_eq!(
+            (s.measured.as_str(), s.met),
+            ("0.60 x (600 vs 1000 /GB)", Some(false))
+        );
         let c = find(&ts, "bulk user-space copies per payload byte, quic mio");
         assert_eq!((c.measured.as_str(), c.met), ("3.04", Some(false)));
         // Cells not run leave no line.

@@ -122,6 +122,12 @@ fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
     for w in &report.warnings {
         tracing::warn!("{w}");
     }
+    if rlinkd::relay::blocks::keep_freed_blocks() {
+        tracing::debug!(
+            bytes = rlinkd::relay::blocks::TRIM_THRESHOLD,
+            "allocator keeps freed relay blocks (trim threshold raised)"
+        );
+    }
     let links = cfg.links.clone();
     let mut node = {
         // Endpoint sockets start as mode 0600 and get their configured owner, group and mode

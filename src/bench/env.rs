@@ -397,7 +397,8 @@ pub struct NodeFigures {
     pub receive_calls: u64,
     /// Bytes copied in user space, all copies (`rlinkd_copied_bytes_total`).
     pub copied_bytes: u64,
-    /// RawSocket bytes the node relayed, both directions (`rlinkd_link_bytes_total`).
+    /// RawSocket bytes the node relayed, both directions: the messages' payload
+    /// (`rlinkd_link_bytes_total`) and their 4-byte frame headers (`rlinkd_link_frames_total`).
     pub link_bytes: u64,
 }
 
@@ -410,7 +411,8 @@ impl NodeFigures {
             datagrams_received: m("rlinkd_datagrams_received_total")?,
             receive_calls: m("rlinkd_udp_receive_calls_total")?,
             copied_bytes: m("rlinkd_copied_bytes_total")?,
-            link_bytes: m("rlinkd_link_bytes_total").unwrap_or(0),
+            link_bytes: m("rlinkd_link_bytes_total").unwrap_or(0)
+                + crate::rawsocket::HEADER_LEN as u64 * m("rlinkd_link_frames_total").unwrap_or(0),
         })
     }
 }

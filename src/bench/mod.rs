@@ -638,8 +638,9 @@ fn run_one(
 /// User-space copies of a relayed byte inside rlinkd, both nodes together, as the nodes counted
 /// them (`rlinkd_copied_bytes_total`): every node's copied bytes over the bytes relayed (each
 /// relayed byte crosses both nodes; the node that counted the most is the reference). Relayed
-/// bytes are messages' payload bytes: copies of frame headers and handshakes count against
-/// them. `None` before any byte is relayed.
+/// bytes are the messages with their frame headers; the few bytes of handshakes, stream
+/// preambles and PING frames are copied but not counted as relayed. `None` before any byte is
+/// relayed.
 fn copies_per_byte<'a>(nodes: impl IntoIterator<Item = &'a env::NodeFigures>) -> Option<f64> {
     let (mut copied, mut relayed) = (0u64, 0u64);
     for f in nodes {

@@ -362,7 +362,7 @@ fn row_lines(s: &mut String, row: &Row, rounds: usize) {
         let _ = write!(detail, "; datagrams/syscall send {tx}, recv {rx}");
     }
     if let Some(c) = r.relay_copies_per_byte {
-        let _ = write!(detail, "; user-space copies/byte {c:.2} (counted)");
+        let _ = write!(detail, "; user-space copies/byte {c:.3} (counted)");
     }
     if let Some(total) = r.syscalls_per_gb {
         let _ = write!(

@@ -148,7 +148,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
                     w.name()
                 ),
                 "<= 3 (counted)",
-                copies.map(|c| (format!("{c:.2}"), c <= 3.0)),
+                copies.map(|c| (format!("{c:.3}"), c <= 3.0)),
             );
         }
     }
@@ -214,7 +214,7 @@ mod tests {
             ("0.60 x (600 vs 1000 /GB)", Some(false))
         );
         let c = find(&ts, "bulk user-space copies per payload byte, quic mio");
-        assert_eq!((c.measured.as_str(), c.met), ("3.04", Some(false)));
+        assert_eq!((c.measured.as_str(), c.met), ("3.040", Some(false)));
         // Cells not run leave no line.
         assert!(ts.iter().all(|t| !t.name.contains("MTU 9000")), "{ts:#?}");
         assert!(ts.iter().all(|t| !t.name.starts_with("events")), "{ts:#?}");

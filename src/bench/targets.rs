@@ -215,13 +215,19 @@ pub fn targets(rows: &[Row], skipped: &[Skipped]) -> Vec<Target> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::procs::ProcCost;
     use super::super::router::Percentiles;
     use super::super::RunResult;
     use super::*;
 
-    fn run(w: Workload, t: Transport, goodput: f64, pair_cpu_s: f64, p99: f64) -> RunResult {
+    pub(in crate::bench) fn run(
+        w: Workload,
+        t: Transport,
+        goodput: f64,
+        pair_cpu_s: f64,
+        p99: f64,
+    ) -> RunResult {
         let mut r = RunResult::new(w, t, 1, 256);
         r.udp_payload = (t == Transport::Quic).then_some(PAYLOAD_1500);
         r.seconds = 1.0;
@@ -253,7 +259,7 @@ mod tests {
         r
     }
 
-    fn find<'a>(ts: &'a [Target], name: &str) -> &'a Target {
+    pub(in crate::bench) fn find<'a>(ts: &'a [Target], name: &str) -> &'a Target {
         ts.iter()
             .find(|t| t.name == name)
             .unwrap_or_else(|| panic!("no target {name}: {ts:#?}"))

@@ -157,39 +157,21 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::procs::ProcCost;
-    use super::super::{summary, RunResult};
+    use super::super::summary;
+    use super::super::targets::tests::find;
     use super::*;
 
-    fn run(w: Workload, t: Transport, io: Option<IoMode>, pair_cpu_s: f64) -> RunResult {
-        let mut r = RunResult::new(w, t, 1, 256);
-        r.udp_payload = (t == Transport::Quic).then_some(PAYLOAD_1500);
+    fn run(
+        w: Workload,
+        t: Transport,
+        io: Option<IoMode>,
+        pair_cpu_s: f64,
+    ) -> super::super::RunResult {
+        let mut r = super::super::targets::tests::run(w, t, 1.0, pair_cpu_s, 1.0);
         r.io = io;
-        r.seconds = 1.0;
-        r.payload_bytes = 1_000_000_000;
-        r.frames = 1000;
-        r.frames_per_s = 1000.0;
         r.relay_copies_per_byte = (t == Transport::Quic).then_some(3.04);
         r.syscalls_per_gb = io.map(|io| if io == IoMode::Uring { 600.0 } else { 1000.0 });
-        r.processes = ["a", "b"]
-            .iter()
-            .map(|n| ProcCost {
-                name: format!("{}-{n}", if io.is_some() { "rlinkd" } else { "haproxy" }),
-                cpu_s: pair_cpu_s / 2.0,
-                cpu_s_per_gb: Some(pair_cpu_s / 2.0),
-                rss_mb: 1.0,
-                sockets: 1,
-                threads: 1,
-            })
-            .collect();
-        r.verified = true;
         r
-    }
-
-    fn find<'a>(ts: &'a [Target], name: &str) -> &'a Target {
-        ts.iter()
-            .find(|t| t.name == name)
-            .unwrap_or_else(|| panic!("no target {name}: {ts:#?}"))
     }
 
     #[test]

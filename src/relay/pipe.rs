@@ -447,11 +447,15 @@ mod tests {
         v
     }
 
-    /// Pushes `input` through a pipe in chunks of `chunk` with a sink taking at most `sink_max` at a
-    /// time, returning what came out.
-    fn run(input: &[u8], chunk: usize, sink_max: usize, cap: usize) -> Vec<u8> {
+    /// Pushes `input` through a pipe of capacity `cap` in chunks of `chunk`, emptying it with
+    /// `drain` (which returns the bytes it took) until it is finished; returns the pipe.
+    fn push_through(
+        input: &[u8],
+        chunk: usize,
+        cap: usize,
+        mut drain: impl FnMut(&mut Pipe) -> usize,
+    ) -> Pipe {
         let mut pipe = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
-        let mut out = Vec::new();
         let mut pos = 0;
         loop {
             let took_in = pipe
@@ -465,19 +469,28 @@ mod tests {
                 })
                 .unwrap();
             pipe.check().unwrap();
-            let took_out = pipe
-                .drain::<std::io::Error>(|b| {
-                    let n = b.len().min(sink_max);
-                    out.extend_from_slice(&b[..n]);
-                    Ok(n)
-                })
-                .unwrap();
+            let took_out = drain(&mut pipe);
             if pipe.is_finished() {
-                assert_eq!(pipe.bytes_out(), out.len() as u64, "bytes out not counted");
-                return out;
+                return pipe;
             }
             assert!(took_in || took_out > 0, "pipe stalled");
         }
+    }
+
+    /// Pushes `input` through a pipe in chunks of `chunk` with a copying sink taking at most
+    /// `sink_max` at a time, returning what came out.
+    fn run(input: &[u8], chunk: usize, sink_max: usize, cap: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let pipe = push_through(input, chunk, cap, |p| {
+            p.drain::<std::io::Error>(|b| {
+                let n = b.len().min(sink_max);
+                out.extend_from_slice(&b[..n]);
+                Ok(n)
+            })
+            .unwrap()
+        });
+        assert_eq!(pipe.bytes_out(), out.len() as u64, "bytes out not counted");
+        out
     }
 
     #[test]
@@ -501,37 +514,21 @@ mod tests {
     }
 
     /// [`run`] with a sharing sink that keeps every buffer it is given (as quiche does until
-    /// the peer acknowledges), taking at most `sink_max` bytes of each.
+    /// the peer acknowledges), taking at most `sink_max` bytes of each; returns what came out
+    /// and the pipe's compaction copies.
     fn run_shared(input: &[u8], chunk: usize, sink_max: usize, cap: usize) -> (Vec<u8>, u64) {
-        let mut pipe = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
         let mut kept: Vec<Bytes> = Vec::new();
-        let mut pos = 0;
-        loop {
-            let took_in = pipe
-                .fill::<std::io::Error>(|buf, room| {
-                    if pos == input.len() {
-                        return Ok(Fill::End);
-                    }
-                    let n = append(buf, chunk.min(room), &input[pos..]);
-                    pos += n;
-                    Ok(Fill::Data(n))
-                })
-                .unwrap();
-            pipe.check().unwrap();
-            let took_out = pipe
-                .drain_shared::<std::io::Error>(|b| {
-                    let n = b.len().min(sink_max);
-                    kept.push(b.slice(..n));
-                    Ok(n)
-                })
-                .unwrap();
-            if pipe.is_finished() {
-                let out = kept.concat();
-                assert_eq!(pipe.bytes_out(), out.len() as u64, "bytes out not counted");
-                return (out, pipe.bytes_copied());
-            }
-            assert!(took_in || took_out > 0, "pipe stalled");
-        }
+        let pipe = push_through(input, chunk, cap, |p| {
+            p.drain_shared::<std::io::Error>(|b| {
+                let n = b.len().min(sink_max);
+                kept.push(b.slice(..n));
+                Ok(n)
+            })
+            .unwrap()
+        });
+        let out = kept.concat();
+        assert_eq!(pipe.bytes_out(), out.len() as u64, "bytes out not counted");
+        (out, pipe.bytes_copied())
     }
 
     #[test]

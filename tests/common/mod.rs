@@ -294,6 +294,17 @@ pub fn expect_log(node: &NodeProcess, needle: &str, timeout: Duration) {
     );
 }
 
+/// True if `node` runs on io_uring; false (after saying why) if it fell back to mio.
+pub fn runs_on_uring(node: &NodeProcess) -> bool {
+    expect_log(node, "I/O backend:", CONNECT_WAIT);
+    if find_line(node, &["I/O backend: io_uring"]).is_some() {
+        return true;
+    }
+    let line = find_line(node, &["I/O backend:"]).unwrap_or_default();
+    eprintln!("skipped: node {} fell back: {line}", node.name);
+    false
+}
+
 /// Waits until both nodes report the connection between them.
 /// Waits until `a` and `b` are connected on every shard: each logged a connection, and each
 /// node's /readyz says every peer it dials is connected on all its shards (with shards, the

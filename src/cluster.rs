@@ -33,6 +33,11 @@ pub struct NodePlan {
     pub fd_limit: Option<u64>,
     /// `[admin] listen`: where tests and the bench read the node's figures.
     pub admin: Option<std::net::SocketAddr>,
+    /// A command the node runs under (e.g. `valgrind --tool=memcheck ...`): the process is
+    /// `wrapper... rlinkd run ...` (inside `prlimit` when `fd_limit` is set). The wrapper must
+    /// run rlinkd in its own process (as valgrind does), so that signals sent to the PID reach
+    /// rlinkd. Empty: none.
+    pub wrapper: Vec<String>,
 }
 
 impl NodePlan {
@@ -48,6 +53,7 @@ impl NodePlan {
             relay_extra: Vec::new(),
             fd_limit: None,
             admin: None,
+            wrapper: Vec::new(),
         }
     }
 
@@ -184,6 +190,7 @@ pub struct NodeProcess {
     admin_found: std::sync::Mutex<Option<std::net::SocketAddr>>,
     exe: PathBuf,
     fd_limit: Option<u64>,
+    wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -204,6 +211,7 @@ impl NodeProcess {
             admin_found: std::sync::Mutex::new(None),
             exe: exe.to_path_buf(),
             fd_limit: plan.fd_limit,
+            wrapper: plan.wrapper.clone(),
             child: None,
         };
         node.spawn()?;
@@ -217,14 +225,19 @@ impl NodeProcess {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut cmd = match self.fd_limit {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&self.exe);
-                c
-            }
-            None => Command::new(&self.exe),
-        };
+        // prlimit, then the wrapper, then rlinkd: each execs the next in the same process.
+        let mut words: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(n) = self.fd_limit {
+            words.extend([
+                "prlimit".into(),
+                format!("--nofile={n}:{n}").into(),
+                "--".into(),
+            ]);
+        }
+        words.extend(self.wrapper.iter().map(Into::into));
+        words.push(self.exe.clone().into());
+        let mut cmd = Command::new(&words[0]);
+        cmd.args(&words[1..]);
         let child = cmd
             .arg("run")
             .arg("--config")

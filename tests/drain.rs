@@ -356,3 +356,46 @@ fn a_link_towards_a_draining_node_closes_at_once_with_the_reason() {
     node_b.wait_exit(Duration::from_secs(10));
     drop(held);
 }
+
+/// The product's bound: with nothing in flight, SIGTERM ends the process within 1 s (service
+/// managers and rolling deploys wait for it). On both backends, whatever `RLINKD_TEST_IO` says
+/// (the suite's run on either backend then checks both): an idle pair, connected on every
+/// shard, no link; the dialer gets SIGTERM first (its peer still up), then the acceptor (its
+/// peer gone). Each exit time is printed, so the margin shows in the test output.
+#[test]
+fn an_idle_node_exits_within_one_second_of_sigterm_on_both_backends() {
+    const BOUND: Duration = Duration::from_secs(1);
+    for io in ["mio", "uring"] {
+        let env = Env::new(&["a", "b"]);
+        let (mut a, mut b) = pair(&[]);
+        for p in [&mut a, &mut b] {
+            p.top_extra.push(format!("io = {io:?}"));
+        }
+        let mut node_b = env.start(&b);
+        let mut node_a = env.start(&a);
+        if io == "uring" && (!runs_on_uring(&node_a) || !runs_on_uring(&node_b)) {
+            continue;
+        }
+        expect_connected(&node_a, &node_b);
+        for node in [&mut node_a, &mut node_b] {
+            let signalled = Instant::now();
+            node.signal(libc::SIGTERM);
+            let status = node.wait_exit(Duration::from_secs(15));
+            let took = signalled.elapsed();
+            eprintln!(
+                "io = {io}: node {} exited {took:?} after SIGTERM",
+                node.name
+            );
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "io = {io}: node {} did not exit cleanly after SIGTERM: {status:?}",
+                node.name
+            );
+            assert!(
+                took < BOUND,
+                "io = {io}: idle node {} took {took:?} to exit after SIGTERM (bound {BOUND:?})",
+                node.name
+            );
+        }
+    }
+}

@@ -858,3 +858,25 @@ fn a_drain_delivers_whole_frames_then_fins_and_closes_with_shutdown() {
         assert!(log.contains("peer announced its drain"), "{log}");
     }
 }
+
+/// A node with no link and no connection left (its peer stopped first, as in a rolling restart)
+/// stops in the turn its drain begins: there is no close to send, so nothing may keep it
+/// waiting for `SHUTDOWN_GRACE` (it did: the loop slept until that deadline, 0.5 s of the 1 s
+/// an idle node has to exit after SIGTERM).
+#[test]
+fn a_node_without_links_or_connections_stops_in_the_turn_its_drain_begins() {
+    let mut w = pair(14, 0.0);
+    let now = w.now();
+    w.nodes[0].core.begin_drain(now);
+    w.wait(Duration::from_secs(10), "a did not stop", |w| {
+        w.nodes[0].stopped && w.nodes[1].core.driver().conn_ids().is_empty()
+    });
+    let now = w.now();
+    w.nodes[1].core.begin_drain(now);
+    w.step();
+    assert!(
+        w.nodes[1].stopped,
+        "b kept running after the turn its drain began\n{}",
+        w.log_text()
+    );
+}

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use rlinkd::cluster::{NodePlan, NodeProcess};
+use rlinkd::cluster::NodePlan;
 
 const URING: &str = "io = \"uring\"";
 
@@ -20,17 +20,6 @@ fn on_uring(plans: &mut [&mut NodePlan]) {
     for p in plans {
         p.top_extra.push(URING.into());
     }
-}
-
-/// True if `node` runs on io_uring; false (after saying why) if it fell back to mio.
-fn runs_on_uring(node: &NodeProcess) -> bool {
-    expect_log(node, "I/O backend:", CONNECT_WAIT);
-    if find_line(node, &["I/O backend: io_uring"]).is_some() {
-        return true;
-    }
-    let line = find_line(node, &["I/O backend:"]).unwrap_or_default();
-    eprintln!("skipped: node {} fell back: {line}", node.name);
-    false
 }
 
 #[test]

@@ -30,6 +30,7 @@ use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -289,12 +290,7 @@ pub fn bind_reuseport(
     count: usize,
 ) -> Result<(Vec<Socket>, SocketAddr), SteerError> {
     if addr.port() != 0 {
-        // A plain bind fails on a port held by anyone, reuseport group or not. It is released
-        // before the group binds; a process taking the port in between makes the first bind
-        // below fail, or joins (same user, SO_REUSEPORT): a race this check narrows, not closes.
-        new_socket(addr)
-            .and_then(|s| s.bind(&SockAddr::from(addr)))
-            .map_err(|source| SteerError::InUse { addr, source })?;
+        port_is_free(addr).map_err(|source| SteerError::InUse { addr, source })?;
     }
     let mut local = addr;
     let mut sockets = Vec::with_capacity(count);
@@ -326,6 +322,31 @@ pub fn bind_reuseport(
         sockets.push(socket);
     }
     Ok((sockets, local))
+}
+
+/// How long [`port_is_free`] waits for a port held by a process that has already exited. A
+/// process killed while its io_uring had a receive armed on the socket (SIGKILL, a crash) does
+/// not release the port when it is reaped: the kernel tears the ring down in a work queue after
+/// the exit, and the armed request holds the socket until then (measured here: 4 to 12 ms
+/// after the parent reaped the process). A supervisor that restarts at once would otherwise
+/// find the port "in use" by nobody.
+pub const PORT_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether a plain bind of `addr` succeeds: it fails on a port held by anyone, reuseport group
+/// or not. The probe socket is closed before the group binds; a process taking the port in
+/// between makes the group's first bind fail, or joins (same user, SO_REUSEPORT): a race this
+/// check narrows, not closes. `EADDRINUSE` is retried for [`PORT_RELEASE_WAIT`] (see there),
+/// so a port that is really taken is refused that much later; other errors at once.
+fn port_is_free(addr: SocketAddr) -> io::Result<()> {
+    let deadline = Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match new_socket(addr).and_then(|s| s.bind(&SockAddr::from(addr))) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
 }
 
 fn new_socket(addr: SocketAddr) -> io::Result<Socket> {

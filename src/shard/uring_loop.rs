@@ -60,6 +60,9 @@ pub struct UringShard {
     inbox: ShardInbox,
     /// The epoll descriptor signalled readiness (or the last batch was full): collect it.
     local_ready: bool,
+    /// Longest wait per enter, and a yield between turns (`RLINKD_URING_WAIT_CAP`, for valgrind:
+    /// see [`NodeConfig::uring_wait_cap`]). `None` in production.
+    wait_cap: Option<Duration>,
 }
 
 impl UringShard {
@@ -106,6 +109,10 @@ impl UringShard {
             taskrun = %io.ring().taskrun(),
             "shard listening"
         );
+        let wait_cap = cfg.uring_wait_cap();
+        if let Some(cap) = wait_cap {
+            tracing::warn!(shard = setup.index, ?cap, "io_uring waits capped (RLINKD_URING_WAIT_CAP): a setting for valgrind runs, not for production");
+        }
         let core = ShardCore::with_driver(cfg, driver, local);
         Ok(UringShard {
             io,
@@ -114,6 +121,7 @@ impl UringShard {
             core,
             inbox: ShardInbox::new(setup.index, setup.shards, setup.inbox, setup.mailboxes),
             local_ready: true,
+            wait_cap,
         })
     }
 
@@ -129,6 +137,15 @@ impl UringShard {
                 self.core
                     .next_deadline()
                     .map(|t| t.saturating_duration_since(now))
+            };
+            let timeout = match self.wait_cap {
+                Some(cap) => {
+                    // Under valgrind: a system call it treats as blocking, so other threads
+                    // get its global lock between turns.
+                    std::thread::yield_now();
+                    Some(timeout.map_or(cap, |t| t.min(cap)))
+                }
+                None => timeout,
             };
             self.io.wait(timeout).map_err(NodeError::Poll)?;
             let now = Instant::now();

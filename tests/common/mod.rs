@@ -47,6 +47,30 @@ pub fn node_shards() -> usize {
     })
 }
 
+/// `RLINKD_TEST_WRAPPER`: a command every test node runs under, split at whitespace (e.g.
+/// `valgrind --tool=memcheck --error-exitcode=99`; see scripts/valgrind-uring.sh). Unset: none.
+pub fn test_wrapper() -> Vec<String> {
+    std::env::var("RLINKD_TEST_WRAPPER")
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `RLINKD_TEST_TIME_SCALE` (a whole number, default 1): how many times longer the shared
+/// helpers below wait (log lines, conditions, client connects and reads, closes), for nodes
+/// that run much slower than usual (under valgrind). Waits a test writes itself are not scaled.
+pub fn time_scale() -> u32 {
+    std::env::var("RLINKD_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` times [`time_scale`].
+pub fn scaled(d: Duration) -> Duration {
+    d * time_scale()
+}
+
 /// How long a node may take to connect to its peer on a busy CI box.
 pub const CONNECT_WAIT: Duration = Duration::from_secs(15);
 /// Read timeout of clients that expect an answer.
@@ -210,9 +234,14 @@ impl Drop for Env {
     }
 }
 
-/// `plan` as the test environment asks: [`with_test_shards`] and [`with_test_io`].
+/// `plan` as the test environment asks: [`with_test_shards`], [`with_test_io`] and the
+/// wrapper of [`test_wrapper`] (unless the plan has one).
 pub fn with_test_env(plan: &NodePlan) -> NodePlan {
-    with_test_io(&with_test_shards(plan))
+    let mut plan = with_test_io(&with_test_shards(plan));
+    if plan.wrapper.is_empty() {
+        plan.wrapper = test_wrapper();
+    }
+    plan
 }
 
 /// `plan` with `shards = RLINKD_TEST_SHARDS` unless it says otherwise.
@@ -287,11 +316,23 @@ pub fn free_tcp() -> LocalAddr {
 
 /// Panics unless `node` logs `needle` within `timeout`.
 pub fn expect_log(node: &NodeProcess, needle: &str, timeout: Duration) {
+    let timeout = scaled(timeout);
     assert!(
         wait_for_log(node, needle, timeout),
         "node {} did not log {needle:?} within {timeout:?}",
         node.name
     );
+}
+
+/// True if `node` runs on io_uring; false (after saying why) if it fell back to mio.
+pub fn runs_on_uring(node: &NodeProcess) -> bool {
+    expect_log(node, "I/O backend:", CONNECT_WAIT);
+    if find_line(node, &["I/O backend: io_uring"]).is_some() {
+        return true;
+    }
+    let line = find_line(node, &["I/O backend:"]).unwrap_or_default();
+    eprintln!("skipped: node {} fell back: {line}", node.name);
+    false
 }
 
 /// Waits until both nodes report the connection between them.
@@ -346,7 +387,7 @@ pub fn find_line(node: &NodeProcess, needles: &[&str]) -> Option<String> {
 
 /// Waits until `cond` holds, polling every 50 ms; false if `timeout` passes first.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + scaled(timeout);
     loop {
         if cond() {
             return true;
@@ -389,7 +430,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// Connects a framed client with `hs` through `addr`, panicking with the error.
 pub fn client(addr: &LocalAddr, hs: ClientHandshake) -> RawSocketClient {
-    match RawSocketClient::connect(addr, hs, IO_WAIT) {
+    match RawSocketClient::connect(addr, hs, scaled(IO_WAIT)) {
         Ok((c, _)) => c,
         Err(e) => panic!("client through {addr}: {e}"),
     }
@@ -415,8 +456,8 @@ pub fn echo_on(c: &mut RawSocketClient, payloads: &[Vec<u8>]) -> Result<(), Stri
 
 /// Opens a link through `addr`, echoes a few frames and closes it; Err says what failed.
 pub fn try_link(addr: &LocalAddr, timeout: Duration) -> Result<(), String> {
-    let (mut c, _) =
-        RawSocketClient::connect(addr, hs(15), timeout).map_err(|e| format!("connect: {e}"))?;
+    let (mut c, _) = RawSocketClient::connect(addr, hs(15), scaled(timeout))
+        .map_err(|e| format!("connect: {e}"))?;
     let payloads = [pattern(0, 1), pattern(100, 2), pattern(70_000, 3)];
     echo_on(&mut c, &payloads)
 }
@@ -432,6 +473,7 @@ pub fn assert_link_works(addr: &LocalAddr) {
 pub fn link_works_within(addr: &LocalAddr, timeout: Duration) -> Result<Duration, String> {
     let start = Instant::now();
     let mut last = String::new();
+    let timeout = scaled(timeout);
     while start.elapsed() < timeout {
         match try_link(addr, Duration::from_secs(5)) {
             Ok(()) => return Ok(start.elapsed()),
@@ -461,7 +503,7 @@ pub struct RawConn {
 impl RawConn {
     /// Connects (not writing anything) with a 1 s read timeout per read call.
     pub fn connect(addr: &LocalAddr) -> RawConn {
-        let stream = LocalStream::connect_timeout(addr, Duration::from_secs(10))
+        let stream = LocalStream::connect_timeout(addr, scaled(Duration::from_secs(10)))
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream
             .set_read_timeout(Some(Duration::from_secs(1)))
@@ -480,7 +522,7 @@ impl RawConn {
 
     /// Reads exactly `n` bytes within `timeout`.
     pub fn read_exact(&self, n: usize, timeout: Duration) -> Result<Vec<u8>, String> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         let mut out = vec![0u8; n];
         let mut got = 0;
         while got < n {
@@ -501,6 +543,7 @@ impl RawConn {
     /// Reads until the connection closes, within `timeout`: the bytes received before the close
     /// and how it ended. Err if it is still open at the deadline.
     pub fn read_until_closed(&self, timeout: Duration) -> Result<(Vec<u8>, Ended), String> {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -540,6 +583,7 @@ pub fn expect_client_closed(
     timeout: Duration,
 ) -> Result<Duration, String> {
     let start = Instant::now();
+    let timeout = scaled(timeout);
     c.set_read_timeout(Some(Duration::from_millis(500))).ok();
     loop {
         match c.recv() {

@@ -349,3 +349,98 @@ fn every_enter_is_counted_and_the_ring_makes_no_other_counted_call() {
         - (after.get(Syscall::UdpRecvmsg) - before.get(Syscall::UdpRecvmsg));
     assert_eq!(others, 0);
 }
+
+/// Counts the ERROR events logged on this thread while it is installed (teardown logs one when
+/// it leaks memory the kernel may still use).
+struct ErrorCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ErrorCount {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::ERROR {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// `UringIo` dropped (not shut down first: the path of a shard that ends on an error or a
+/// panic) while the kernel holds its memory: the multishot receive armed and picking provided
+/// buffers for datagrams that keep arriving from another thread, the poll armed, and every
+/// send slot submitted (zero-copy ones too where the kernel has them, whose slots stay the
+/// kernel's until the notification). The drop must wait for every last completion, free
+/// nothing early and log no leak; afterwards the kernel holds no reference to the socket, so
+/// its port can be bound again at once (a request still in flight would keep it bound).
+#[test]
+fn dropping_with_the_receive_armed_and_sends_submitted_waits_for_every_completion() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let Some(mut io) = engine(true, true, Some(b.as_raw_fd())) else {
+        return;
+    };
+    let zero_copy = io.set_zero_copy_from(Some(4096));
+    let addr = io.local_addr();
+    // Datagrams without pause until told to stop (at most 10 s), so the kernel is writing
+    // provided buffers while the engine tears down.
+    let stop = Arc::new(AtomicBool::new(false));
+    let blaster = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let payload = [0x5au8; 1200];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if s.send_to(&payload, addr).is_ok() {
+                    sent += 1;
+                }
+                if sent.is_multiple_of(64) {
+                    std::thread::yield_now();
+                }
+            }
+            sent
+        })
+    };
+    // Wait until datagrams arrive: the receive is armed and filling buffers.
+    let mut seen = Vec::new();
+    reap_until(&mut io, &mut seen, |s| datagrams(s).len() >= 16);
+    assert!(datagrams(&seen).len() >= 16, "no datagram arrived");
+
+    // Every slot: GSO batches of 8 KiB (zero-copy where available) and single datagrams of
+    // 1 KiB, to a socket that never reads.
+    let rx = loopback(false, false);
+    let mut queued = 0;
+    while let Some(buf) = io.send_buffer() {
+        let len = if queued % 2 == 0 { 1200 * 7 } else { 1000 };
+        buf[..len].fill(queued as u8);
+        io.send(rx.local_addr(), len, 1200);
+        queued += 1;
+    }
+    assert!(queued > 1);
+    // One enter submits them: from here the kernel owns every slot, the receive's msghdr and
+    // the buffers it lends, and nothing is reaped before the drop.
+    io.wait(Some(Duration::ZERO)).unwrap();
+    assert!(
+        io.in_flight() >= queued + 2,
+        "sends {queued}, in flight {}",
+        io.in_flight()
+    );
+    if zero_copy {
+        assert!(io.zero_copy_sends() > 0);
+    }
+
+    let errors = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(ErrorCount(Arc::clone(&errors)));
+    tracing::subscriber::with_default(subscriber, || drop(io));
+    stop.store(true, Ordering::SeqCst);
+    let sent = blaster.join().unwrap();
+    assert!(sent > 0);
+    assert_eq!(
+        errors.load(Ordering::SeqCst),
+        0,
+        "teardown logged an error (operations left in flight, memory leaked)"
+    );
+    // Nothing on the ring holds the socket any more: its port is free at once.
+    std::net::UdpSocket::bind(addr).expect("the port is free right after the drop");
+}

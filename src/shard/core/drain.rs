@@ -167,8 +167,12 @@ impl<L: LocalIo> ShardCore<L> {
                         "drain_timeout reached: resetting the links left"
                     );
                     self.close_all(now, "node stopping: drain_timeout reached");
+                } else {
+                    return false;
                 }
-                false
+                // Closing now. Without a connection there is no close to send and nothing
+                // would wake the loop before `SHUTDOWN_GRACE` ends: stop at once.
+                self.driver.conn_ids().is_empty()
             }
             Some(Stopping::Closing { deadline }) => {
                 self.driver.conn_ids().is_empty() || now >= deadline

@@ -42,7 +42,18 @@ fn ratio(
 ) -> Option<(String, bool)> {
     let (x, y) = (a?.get(figure)?, b?.get(figure)?);
     let r = x / y;
-    Some((format!("{r:.2} x ({x:.2} vs {y:.2} {unit})"), ok(r)))
+    // Figures of 100 and more read as whole numbers (frames/s, us); smaller ones keep 2 places.
+    let shown = |v: f64| {
+        if v.abs() >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    Some((
+        format!("{r:.2} x ({} vs {} {unit})", shown(x), shown(y)),
+        ok(r),
+    ))
 }
 
 /// The targets; rows that were not run leave theirs out (one line says which `--io` to run).

@@ -126,12 +126,12 @@ impl fmt::Display for Report {
         if missing.is_empty() {
             writeln!(
                 f,
-                "io_uring engine: the mio backend is used today; the io_uring engine needs {needs}: all present"
+                "io_uring engine: needs {needs}: all present -> io = \"uring\" runs on it (io = \"auto\" runs mio: not faster yet, see docs/CONFIG.md)"
             )?;
         } else {
             writeln!(
                 f,
-                "io_uring engine: the mio backend is used today; the io_uring engine needs {needs}: missing {}",
+                "io_uring engine: needs {needs}: missing {} -> every shard runs on mio",
                 missing.join(", ")
             )?;
         }

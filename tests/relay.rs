@@ -58,7 +58,10 @@ fn echo_raw_frames(conn: &RawConn, frames: Vec<Vec<u8>>, what: &str) {
 fn frames_of_every_size_cross_byte_exact_over_unix_and_tcp_legs() {
     let env = Env::new(&["a", "b"]);
     // Routers behind node b: one on TCP, one on a Unix socket, one with a 1 MiB limit.
-    let r_tcp = EchoRouter::start(&free_tcp(), RouterOptions::default()).unwrap();
+    // On port 0: a port picked free and bound later can be taken in between (CI saw
+    // AddrInUse once: another test's connection got it as its ephemeral port).
+    let any_port = rlinkd::addr::LocalAddr::Tcp("127.0.0.1:0".parse().unwrap());
+    let r_tcp = EchoRouter::start(&any_port, RouterOptions::default()).unwrap();
     let r_unix = EchoRouter::start(&env.unix("r-unix.sock"), RouterOptions::default()).unwrap();
     let small = RouterOptions {
         max_len: MaxLen::new(11).unwrap(),

@@ -70,6 +70,8 @@ pub enum Fill {
 /// byte read from a local socket reaches quiche without a copy.
 pub struct Pipe {
     buf: BytesMut,
+    /// Bytes of the allocation `buf` lives in (its front may already have gone to the sink).
+    block_bytes: usize,
     /// Bytes `..ready` of `buf` are checked and may go to the sink.
     ready: usize,
     /// Checked bytes split off for a sharing sink that has taken only part of them.
@@ -100,6 +102,7 @@ impl Pipe {
         let capacity = capacity.max(64);
         Pipe {
             buf: BytesMut::new(),
+            block_bytes: 0,
             ready: 0,
             held: Bytes::new(),
             prefix: Bytes::new(),
@@ -127,6 +130,7 @@ impl Pipe {
     /// aborted: a stream reset by the peer).
     pub fn abort(&mut self) {
         self.buf = BytesMut::new();
+        self.block_bytes = 0;
         self.ready = 0;
         self.held = Bytes::new();
         self.prefix = Bytes::new();
@@ -165,10 +169,11 @@ impl Pipe {
         self.unsent() >= self.capacity
     }
 
-    /// Bytes of memory the pipe holds (blocks whose bytes quiche keeps until they are
-    /// acknowledged are counted by quiche's send window, not here).
+    /// Bytes of memory the pipe holds: its block (the whole allocation, bytes already sent from
+    /// its front included) and the preamble. Earlier blocks that quiche still holds slices of
+    /// until the peer acknowledges them are not counted here; each is at most one block.
     pub fn memory(&self) -> usize {
-        self.buf.capacity() + self.held.len() + self.prefix.len()
+        self.block_bytes + self.prefix.len()
     }
 
     /// Bytes, checked or not, that have not gone to the sink yet.
@@ -288,10 +293,23 @@ impl Pipe {
     /// holds slices of the old block: it is freed when the last goes).
     fn new_block(&mut self) {
         let unsent = self.buf.len();
+        // The rest of a block (not a block more: growing in place would double the allocation,
+        // front already sent included).
+        let want = self.block.saturating_sub(unsent).max(MIN_ROOM);
+        if unsent > 0 || self.buf.capacity() > 0 {
+            // Nothing else holds the allocation: its unsent bytes move to its front.
+            if self.buf.try_reclaim(want) {
+                self.copied += unsent as u64;
+                return;
+            }
+        }
+        // A sharing sink still holds slices of it (or it is too small): a new block, freed
+        // or reused by the allocator when the last slice goes.
+        let mut fresh = BytesMut::with_capacity(unsent + want);
+        fresh.extend_from_slice(&self.buf);
         self.copied += unsent as u64;
-        // Asked for the rest of a block (not a block more: a `Vec` would double).
-        self.buf
-            .reserve(self.block.saturating_sub(unsent).max(MIN_ROOM));
+        self.block_bytes = fresh.capacity();
+        self.buf = fresh;
     }
 
     /// Checks newly arrived bytes. Returns the handshake octets when they have just been checked.
@@ -317,16 +335,14 @@ impl Pipe {
             match self.scanner.scan(&self.buf[self.ready..])? {
                 Run::Forward(n) => self.ready += n,
                 Run::Discard(n) => {
-                    if self.ready == 0 {
-                        self.buf.advance(n);
-                    } else {
-                        // Checked bytes wait before the dropped frame: cut it out in place
-                        // (PING/PONG are rare; the scanner has already consumed them).
-                        let end = self.buf.len();
-                        self.buf.copy_within(self.ready + n..end, self.ready);
-                        self.buf.truncate(end - n);
-                        self.copied += (end - self.ready - n) as u64;
-                    }
+                    // Cut the dropped bytes out in place, so their room is read into again
+                    // (advancing past them would leave it dead in a block a sharing sink may
+                    // keep alive: a stream of tiny messages each followed by a large PING would
+                    // pin a block per message). What follows them, usually nothing, moves.
+                    let end = self.buf.len();
+                    self.buf.copy_within(self.ready + n..end, self.ready);
+                    self.buf.truncate(end - n);
+                    self.copied += (end - self.ready - n) as u64;
                 }
                 Run::NeedMore => break,
             }
@@ -548,6 +564,146 @@ mod tests {
             assert_eq!(out, input, "chunk {chunk} sink {sink} cap {cap}");
             // Only a header cut by a block's end, or bytes the sink left, move to a new block.
             assert!(copied < input.len() as u64 / 2, "copied {copied}");
+        }
+    }
+
+    /// Pushes `input` through a pipe with a sharing sink that keeps every slice and takes at
+    /// most `sink_max` a turn, reading `chunk` bytes a turn; after every turn `each(&pipe)`.
+    /// Returns the slices the sink kept.
+    fn keep_all(
+        input: &[u8],
+        chunk: usize,
+        sink_max: usize,
+        cap: usize,
+        mut each: impl FnMut(&Pipe),
+    ) -> Vec<Bytes> {
+        let mut kept = Vec::new();
+        push_through(input, chunk, cap, |p| {
+            let n = p
+                .drain_shared::<std::io::Error>(|b| {
+                    let n = b.len().min(sink_max);
+                    kept.push(b.slice(..n));
+                    Ok(n)
+                })
+                .unwrap();
+            each(p);
+            n
+        });
+        kept
+    }
+
+    #[test]
+    fn random_chunks_sinks_pings_and_a_prefix_come_out_verbatim() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut below = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for round in 0..300 {
+            let mut input = vec![0x7f, 0xf3, 0, 0];
+            let mut want = input.clone();
+            for _ in 0..below(30) + 1 {
+                let len = [5, 200, 5_000, 70_000][below(4)];
+                let len = below(len);
+                let payload = vec![(round + len) as u8; len];
+                if below(4) == 0 && len > 0 {
+                    input.extend(FrameHeader::ping(len as u32).encode());
+                    input.extend(&payload);
+                } else {
+                    input.extend(frame(&payload));
+                    want.extend(frame(&payload));
+                }
+            }
+            let cap = [64, 100, 4096, 65_536, 1 << 20][below(5)];
+            let chunk = [1, 3, 100, 1500, 65_536][below(5)];
+            let sink_max = [1, 5, 1000, usize::MAX][below(4)];
+            let prefix: Vec<u8> = (0..below(20) as u8).collect();
+            let mut pipe = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
+            pipe.set_prefix(prefix.clone());
+            let mut kept: Vec<Bytes> = Vec::new();
+            let mut pos = 0;
+            let ctx = format!("round {round}: cap {cap} chunk {chunk} sink {sink_max}");
+            while !pipe.is_finished() {
+                let took_in = pipe
+                    .fill::<std::io::Error>(|buf, room| {
+                        if pos == input.len() {
+                            return Ok(Fill::End);
+                        }
+                        let n = append(buf, chunk.min(room), &input[pos..]);
+                        pos += n;
+                        Ok(Fill::Data(n))
+                    })
+                    .unwrap();
+                pipe.check().unwrap();
+                let took_out = pipe
+                    .drain_shared::<std::io::Error>(|b| {
+                        let n = b.len().min(sink_max);
+                        kept.push(b.slice(..n));
+                        Ok(n)
+                    })
+                    .unwrap();
+                assert!(took_in || took_out > 0, "{ctx}: stalled");
+            }
+            let mut expected = prefix;
+            expected.extend(want);
+            assert!(kept.concat() == expected, "{ctx}: bytes differ");
+            assert_eq!(pipe.bytes_out(), expected.len() as u64, "{ctx}");
+        }
+    }
+
+    /// Tiny messages each followed by a large PING: the PINGs are cut out in place, so the
+    /// messages a sharing sink keeps sit together in a block or two, not one block each.
+    #[test]
+    fn dropped_pings_leave_no_dead_room_for_a_sharing_sink_to_pin() {
+        let mut input = vec![0x7f, 0xf3, 0, 0];
+        for i in 0..100u8 {
+            input.extend(frame(&[i]));
+            input.extend(FrameHeader::ping(100_000).encode());
+            input.extend(vec![0u8; 100_000]);
+        }
+        let kept = keep_all(&input, 65_536, usize::MAX, 1 << 20, |_| {});
+        // Slices that do not follow the previous one in memory start another block.
+        let blocks = 1 + kept
+            .windows(2)
+            .filter(|w| w[0].as_ptr().wrapping_add(w[0].len()) != w[1].as_ptr())
+            .count();
+        assert!(blocks <= 3, "100 kept messages span {blocks} blocks");
+    }
+
+    /// With a sink slower than its source the pipe's allocation stays within the larger of
+    /// a block and `relay.buffer_size` (and a read's minimum room), and `memory` reports it.
+    #[test]
+    fn the_allocation_stays_within_the_buffer_size_and_memory_reports_it() {
+        let mut input = vec![0x7f, 0xf3, 0, 0];
+        while input.len() < 600_000 {
+            input.extend(frame(&[7u8; 1000]));
+        }
+        for cap in [4096, 65_536, 1 << 20] {
+            let bound = cap.max(MAX_BLOCK) + MIN_ROOM;
+            let mut peak = 0;
+            let mut out = Vec::new();
+            let pipe = push_through(&input, 65_536, cap, |p| {
+                let n = p
+                    .drain::<std::io::Error>(|b| {
+                        let n = b.len().min(100);
+                        out.extend_from_slice(&b[..n]);
+                        Ok(n)
+                    })
+                    .unwrap();
+                assert!(p.memory() <= bound, "cap {cap}: {} > {bound}", p.memory());
+                assert!(
+                    p.memory() >= p.buffered(),
+                    "cap {cap}: memory under the bytes held"
+                );
+                peak = peak.max(p.memory());
+                n
+            });
+            assert_eq!(out, input, "cap {cap}");
+            assert!(peak > 0);
+            // Emptied after a burst: the block is still held and still reported.
+            assert!(pipe.memory() >= INITIAL_BUFFER.min(cap), "cap {cap}");
         }
     }
 

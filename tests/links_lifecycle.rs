@@ -357,3 +357,32 @@ fn a_refusing_router_ends_the_link_on_both_nodes() {
     expect_no_links(&node_b, Duration::from_secs(10));
     assert_eq!(router.stats().frames, 0);
 }
+
+/// A client that closes in the middle of a frame header (after the handshake and the router's
+/// reply, 1 to 3 bytes of the next header): the partial header can never be completed, so the
+/// link must still end on both nodes.
+#[test]
+fn a_client_closing_inside_a_frame_header_leaves_no_link() {
+    let EchoPair {
+        env,
+        router: _router,
+        mut a,
+        mut b,
+        ep,
+    } = echo_pair(&[]);
+    a.top_extra.push(STATS.into());
+    b.top_extra.push(STATS.into());
+    let node_b = env.start(&b);
+    let node_a = env.start(&a);
+    expect_connected(&node_a, &node_b);
+    for cut in 1..=3 {
+        let c = RawConn::connect(&ep);
+        c.write(&hs(15).encode()).unwrap();
+        c.read_exact(4, IO_WAIT).unwrap();
+        let f = frame(&pattern(100, cut as u64));
+        c.write(&f[..cut]).unwrap();
+        drop(c);
+    }
+    expect_no_links(&node_a, Duration::from_secs(10));
+    expect_no_links(&node_b, Duration::from_secs(10));
+}

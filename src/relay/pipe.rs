@@ -92,6 +92,8 @@ pub struct Pipe {
     bytes_out: u64,
     /// Bytes moved within memory to make room (the unsent rest of a block into a new one).
     copied: u64,
+    /// Bytes of an incomplete frame header the source ended with (dropped).
+    cut_at_end: u64,
     /// Frames after the handshake octets wait, unchecked, until [`Pipe::set_limit`] gives the
     /// receiver's limit (see [`Pipe::hold_frames_until_limit`]).
     hold: bool,
@@ -114,6 +116,7 @@ impl Pipe {
             bytes_in: 0,
             bytes_out: 0,
             copied: 0,
+            cut_at_end: 0,
             hold: false,
         }
     }
@@ -347,7 +350,19 @@ impl Pipe {
                 Run::NeedMore => break,
             }
         }
+        if self.source_ended && !self.hold && self.ready < self.buf.len() {
+            // The source ended inside a frame header (or the handshake octets): those bytes
+            // can never be completed nor checked. They are dropped so the direction can finish
+            // (its FIN sent, the link closed) instead of waiting forever for the rest.
+            self.cut_at_end += (self.buf.len() - self.ready) as u64;
+            self.buf.truncate(self.ready);
+        }
         Ok(handshake)
+    }
+
+    /// Bytes dropped because the source ended inside a frame header.
+    pub fn cut_at_end(&self) -> u64 {
+        self.cut_at_end
     }
 
     /// Gives checked bytes to `sink`, which copies them and returns how many it took (0 when it
@@ -705,6 +720,29 @@ mod tests {
             // Emptied after a burst: the block is still held and still reported.
             assert!(pipe.memory() >= INITIAL_BUFFER.min(cap), "cap {cap}");
         }
+    }
+
+    /// A source that ends inside a frame header: the whole frames go out, the stub is dropped
+    /// and the direction finishes (a link waiting for the rest would never end).
+    #[test]
+    fn a_source_ending_inside_a_frame_header_still_finishes() {
+        for cut in 1..HEADER_LEN {
+            let mut input = vec![0x7f, 0xf3, 0, 0];
+            input.extend(frame(b"whole"));
+            let whole = input.clone();
+            input.extend(&frame(b"cut")[..cut]);
+            let out = run(&input, 3, usize::MAX, 64);
+            assert_eq!(out, whole, "cut {cut}");
+        }
+        let mut pipe = Pipe::new(64, Opening::ClientRequest, 1 << 24);
+        pipe.fill::<std::io::Error>(|b, room| {
+            Ok(Fill::Last(append(b, room, &[0x7f, 0xf3, 0, 0, 0])))
+        })
+        .unwrap();
+        pipe.check().unwrap();
+        assert_eq!(pipe.cut_at_end(), 1);
+        pipe.drain::<std::io::Error>(|b| Ok(b.len())).unwrap();
+        assert!(pipe.is_finished());
     }
 
     #[test]

@@ -12,18 +12,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rlinkd::addr::LocalAddr;
+use rlinkd::cluster::NodeProcess;
 use rlinkd::endpoints::{EchoRouter, RouterOptions};
 use rlinkd::rawsocket::{FrameHeader, MaxLen};
 
 const STATS: &str = "stats_interval = \"200ms\"";
 
-/// Connect, send the handshake, close: as fast as possible from several threads. Every link
-/// must end on both nodes and every descriptor come back.
-#[test]
-fn handshake_then_close_churn_leaves_no_link_and_no_descriptor() {
+/// An echo pair with a short stats interval, both nodes started and connected: (env, router,
+/// node a, node b, a's link endpoint).
+fn connected_echo_pair() -> (Env, EchoRouter, NodeProcess, NodeProcess, LocalAddr) {
     let EchoPair {
         env,
-        router: _router,
+        router,
         mut a,
         mut b,
         ep,
@@ -33,6 +34,14 @@ fn handshake_then_close_churn_leaves_no_link_and_no_descriptor() {
     let node_b = env.start(&b);
     let node_a = env.start(&a);
     expect_connected(&node_a, &node_b);
+    (env, router, node_a, node_b, ep)
+}
+
+/// Connect, send the handshake, close: as fast as possible from several threads. Every link
+/// must end on both nodes and every descriptor come back.
+#[test]
+fn handshake_then_close_churn_leaves_no_link_and_no_descriptor() {
+    let (_env, _router, node_a, node_b, ep) = connected_echo_pair();
     assert_link_works(&ep);
     expect_no_links(&node_a, IO_WAIT);
     expect_no_links(&node_b, IO_WAIT);
@@ -363,18 +372,7 @@ fn a_refusing_router_ends_the_link_on_both_nodes() {
 /// link must still end on both nodes.
 #[test]
 fn a_client_closing_inside_a_frame_header_leaves_no_link() {
-    let EchoPair {
-        env,
-        router: _router,
-        mut a,
-        mut b,
-        ep,
-    } = echo_pair(&[]);
-    a.top_extra.push(STATS.into());
-    b.top_extra.push(STATS.into());
-    let node_b = env.start(&b);
-    let node_a = env.start(&a);
-    expect_connected(&node_a, &node_b);
+    let (_env, _router, node_a, node_b, ep) = connected_echo_pair();
     for cut in 1..=3 {
         let c = RawConn::connect(&ep);
         c.write(&hs(15).encode()).unwrap();

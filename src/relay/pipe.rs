@@ -484,9 +484,19 @@ mod tests {
         input: &[u8],
         chunk: usize,
         cap: usize,
+        drain: impl FnMut(&mut Pipe) -> usize,
+    ) -> Pipe {
+        let pipe = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
+        push_through_pipe(pipe, input, chunk, drain)
+    }
+
+    /// [`push_through`] with a pipe set up by the caller.
+    fn push_through_pipe(
+        mut pipe: Pipe,
+        input: &[u8],
+        chunk: usize,
         mut drain: impl FnMut(&mut Pipe) -> usize,
     ) -> Pipe {
-        let mut pipe = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
         let mut pos = 0;
         loop {
             let took_in = pipe
@@ -548,15 +558,8 @@ mod tests {
     /// the peer acknowledges), taking at most `sink_max` bytes of each; returns what came out
     /// and the pipe's compaction copies.
     fn run_shared(input: &[u8], chunk: usize, sink_max: usize, cap: usize) -> (Vec<u8>, u64) {
-        let mut kept: Vec<Bytes> = Vec::new();
-        let pipe = push_through(input, chunk, cap, |p| {
-            p.drain_shared::<std::io::Error>(|b| {
-                let n = b.len().min(sink_max);
-                kept.push(b.slice(..n));
-                Ok(n)
-            })
-            .unwrap()
-        });
+        let pipe = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
+        let (kept, pipe) = keep_all(pipe, input, chunk, sink_max);
         let out = kept.concat();
         assert_eq!(pipe.bytes_out(), out.len() as u64, "bytes out not counted");
         (out, pipe.bytes_copied())
@@ -582,29 +585,19 @@ mod tests {
         }
     }
 
-    /// Pushes `input` through a pipe with a sharing sink that keeps every slice and takes at
-    /// most `sink_max` a turn, reading `chunk` bytes a turn; after every turn `each(&pipe)`.
-    /// Returns the slices the sink kept.
-    fn keep_all(
-        input: &[u8],
-        chunk: usize,
-        sink_max: usize,
-        cap: usize,
-        mut each: impl FnMut(&Pipe),
-    ) -> Vec<Bytes> {
+    /// Pushes `input` through `pipe` with a sharing sink that keeps every slice and takes at
+    /// most `sink_max` a turn, reading `chunk` bytes a turn. Returns the slices the sink kept.
+    fn keep_all(pipe: Pipe, input: &[u8], chunk: usize, sink_max: usize) -> (Vec<Bytes>, Pipe) {
         let mut kept = Vec::new();
-        push_through(input, chunk, cap, |p| {
-            let n = p
-                .drain_shared::<std::io::Error>(|b| {
-                    let n = b.len().min(sink_max);
-                    kept.push(b.slice(..n));
-                    Ok(n)
-                })
-                .unwrap();
-            each(p);
-            n
+        let pipe = push_through_pipe(pipe, input, chunk, |p| {
+            p.drain_shared::<std::io::Error>(|b| {
+                let n = b.len().min(sink_max);
+                kept.push(b.slice(..n));
+                Ok(n)
+            })
+            .unwrap()
         });
-        kept
+        (kept, pipe)
     }
 
     #[test]
@@ -637,30 +630,8 @@ mod tests {
             let prefix: Vec<u8> = (0..below(20) as u8).collect();
             let mut pipe = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
             pipe.set_prefix(prefix.clone());
-            let mut kept: Vec<Bytes> = Vec::new();
-            let mut pos = 0;
+            let (kept, pipe) = keep_all(pipe, &input, chunk, sink_max);
             let ctx = format!("round {round}: cap {cap} chunk {chunk} sink {sink_max}");
-            while !pipe.is_finished() {
-                let took_in = pipe
-                    .fill::<std::io::Error>(|buf, room| {
-                        if pos == input.len() {
-                            return Ok(Fill::End);
-                        }
-                        let n = append(buf, chunk.min(room), &input[pos..]);
-                        pos += n;
-                        Ok(Fill::Data(n))
-                    })
-                    .unwrap();
-                pipe.check().unwrap();
-                let took_out = pipe
-                    .drain_shared::<std::io::Error>(|b| {
-                        let n = b.len().min(sink_max);
-                        kept.push(b.slice(..n));
-                        Ok(n)
-                    })
-                    .unwrap();
-                assert!(took_in || took_out > 0, "{ctx}: stalled");
-            }
             let mut expected = prefix;
             expected.extend(want);
             assert!(kept.concat() == expected, "{ctx}: bytes differ");
@@ -678,7 +649,8 @@ mod tests {
             input.extend(FrameHeader::ping(100_000).encode());
             input.extend(vec![0u8; 100_000]);
         }
-        let kept = keep_all(&input, 65_536, usize::MAX, 1 << 20, |_| {});
+        let pipe = Pipe::new(1 << 20, Opening::ClientRequest, 1 << 24);
+        let (kept, _) = keep_all(pipe, &input, 65_536, usize::MAX);
         // Slices that do not follow the previous one in memory start another block.
         let blocks = 1 + kept
             .windows(2)

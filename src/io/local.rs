@@ -63,9 +63,7 @@ impl LocalStream {
             s.set_nodelay(true).ok();
         }
     }
-}
 
-impl LocalStream {
     /// Receives at most `max` bytes straight into `buf`'s spare capacity (no zeroing first),
     /// appending them; `read`'s results.
     pub fn recv_into_spare(&self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {

@@ -710,3 +710,118 @@ fn a_peers_shards_each_hold_a_connection_and_another_process_is_told_apart() {
     }
     assert!(closed_reason(&mesh.sides[4]).is_none());
 }
+
+/// Every datagram `side` has to send now, as (from, to, bytes).
+fn transmit_now(side: &mut Side) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let now = Instant::now();
+    for cid in side.driver.conn_ids() {
+        while let Some(b) = side.driver.poll_transmit(cid, &mut buf, 16, now) {
+            for d in buf[..b.len].chunks(b.segment_size.max(1)) {
+                out.push((side.addr, b.to, d.to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// What `side` sends within `limit` (its timers run meanwhile: an ACK may wait for the
+/// ACK delay), at least one datagram.
+fn transmit_within(side: &mut Side, limit: Duration) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = transmit_now(side);
+        if !out.is_empty() || Instant::now() >= deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        if side.driver.timeout().is_some_and(|t| t <= Instant::now()) {
+            side.driver.on_timeout(Instant::now());
+        }
+    }
+}
+
+fn deliver(side: &mut Side, datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+    for (from, _, mut d) in datagrams {
+        side.driver.recv(&mut d, from, Instant::now());
+    }
+}
+
+/// A bare FIN written after the stream's last bytes were sent, with their ACK processed before
+/// the FIN could leave, still reaches the peer. quiche 0.30 counted the send side complete on
+/// that ACK and collected the stream with the FIN still queued (cloudflare/quiche#2525; rlinkd
+/// builds a patched copy, vendor/README.md): the peer's link then waited forever for the end of
+/// the stream (a router that closes right after its last frame does exactly this).
+#[test]
+fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
+    let dir = certs();
+    let mut net = Net::new(dir.path(), "a", &["a"], 11);
+    let b_addr = net.b.addr;
+    let conn_a = net.a.driver.connect("b", b_addr, Instant::now()).unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| Net::established(&n.b)
+            .is_some()
+            && Net::established(&n.a).is_some())
+    );
+    let conn_b = Net::established(&net.b).unwrap().0;
+    // a sends its bytes and ends its side; b reads all of it.
+    let sid = net.a.driver.open_stream(conn_a).unwrap();
+    net.a
+        .driver
+        .stream(conn_a, sid)
+        .unwrap()
+        .send(b"hello", true)
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut b_fin = false;
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        if let Some(mut s) = n.b.driver.stream(conn_b, sid) {
+            while let Ok((_, fin)) = s.recv(&mut buf) {
+                b_fin |= fin;
+            }
+        }
+        b_fin
+    }));
+    // b answers; a reads the answer and acknowledges it, and that ACK is held back.
+    net.b
+        .driver
+        .stream(conn_b, sid)
+        .unwrap()
+        .send(b"pong", false)
+        .unwrap();
+    let answer = transmit_within(&mut net.b, Duration::from_secs(2));
+    deliver(&mut net.a, answer);
+    let (n, _) = net
+        .a
+        .driver
+        .stream(conn_a, sid)
+        .unwrap()
+        .recv(&mut buf)
+        .unwrap();
+    assert_eq!(&buf[..n], b"pong");
+    let ack = transmit_within(&mut net.a, Duration::from_secs(2));
+    assert!(!ack.is_empty(), "a sent no ACK");
+    // b ends its side with a bare FIN and, before it sends again, gets the ACK for "pong".
+    net.b
+        .driver
+        .stream(conn_b, sid)
+        .unwrap()
+        .send(&[], true)
+        .unwrap();
+    deliver(&mut net.b, ack);
+    // The FIN must still reach a.
+    let mut a_fin = false;
+    let ok = net.run_until(Duration::from_secs(5), |n| {
+        if let Some(mut s) = n.a.driver.stream(conn_a, sid) {
+            while let Ok((_, fin)) = s.recv(&mut buf) {
+                a_fin |= fin;
+            }
+        }
+        a_fin
+    });
+    assert!(
+        ok,
+        "the FIN never arrived: b's stream was collected with it"
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -64,21 +65,44 @@ impl LocalStream {
         }
     }
 
+    /// The socket, for calls that need only a shared reference (`&LocalStream` reads and writes).
+    fn sock_ref(&self) -> socket2::SockRef<'_> {
+        match self {
+            LocalStream::Tcp(s) => socket2::SockRef::from(s),
+            LocalStream::Unix(s) => socket2::SockRef::from(s),
+        }
+    }
+
+    /// `recv(2)` into `buf`: `read`'s results.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.sock_ref()).read(buf)
+    }
+
+    /// `send(2)` from `bytes` (`MSG_NOSIGNAL`): `write`'s results.
+    pub fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+        (&*self.sock_ref()).write(bytes)
+    }
+
     /// Receives at most `max` bytes straight into `buf`'s spare capacity (no zeroing first),
     /// appending them; `read`'s results.
     pub fn recv_into_spare(&self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
         let spare = buf.spare_capacity_mut();
         let max = max.min(spare.len());
-        let sock = match self {
-            LocalStream::Tcp(s) => socket2::SockRef::from(s),
-            LocalStream::Unix(s) => socket2::SockRef::from(s),
-        };
-        let n = sock.recv(&mut spare[..max])?;
+        let n = self.sock_ref().recv(&mut spare[..max])?;
         debug_assert!(n <= max);
         // SAFETY: recv(2) wrote `n` bytes (at most `max`, within the spare capacity) at the
         // buffer's end, so the first `len + n` bytes are initialised.
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)
+    }
+}
+
+impl AsRawFd for LocalStream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            LocalStream::Tcp(s) => s.as_raw_fd(),
+            LocalStream::Unix(s) => s.as_raw_fd(),
+        }
     }
 }
 

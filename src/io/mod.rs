@@ -120,6 +120,29 @@ pub trait LocalConn {
     /// After a writable event on a connection still connecting (a TCP route target): `Ok(true)`
     /// when connected, `Ok(false)` when still in progress, `Err` when the connect failed.
     fn finish_connect(&mut self) -> io::Result<bool>;
+
+    /// True when [`LocalConn::write_shared`] keeps the bytes it takes (a completion backend's
+    /// writer): the relay then hands it shares of its blocks rather than slices to copy.
+    fn shares_writes(&self) -> bool {
+        false
+    }
+    /// Writes from a share of the relay's block, which the connection may keep until the bytes
+    /// are in the socket; [`LocalConn::write`]'s results. The default copies.
+    fn write_shared(&mut self, bytes: &bytes::Bytes) -> io::Result<usize> {
+        self.write(bytes)
+    }
+    /// The backend reports the connection writable.
+    fn on_writable(&mut self) {}
+    /// A completion backend's send `id` ended with `res` (bytes sent, or `-errno`), carrying
+    /// `bytes`: true if it was this connection's (the link then runs again).
+    fn on_sent(&mut self, _id: u64, _res: i32, _bytes: bytes::Bytes) -> bool {
+        false
+    }
+    /// Every byte the connection took is in the socket (a link ends only then: nothing it
+    /// accepted is lost).
+    fn flushed(&self) -> bool {
+        true
+    }
 }
 
 /// The local side of a backend, as the shard core drives it: link endpoints (listeners the

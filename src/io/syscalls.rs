@@ -22,7 +22,9 @@
 //!   error queue's `recvmsg(MSG_ERRQUEUE)`;
 //! - mio: the UDP socket's `sendmsg` and `recvmsg`;
 //! - io_uring: `io_uring_enter` (the turn's wait and a full submission queue's submit), plus
-//!   `sendmsg` when a batch is resent datagram by datagram after GSO was refused.
+//!   `sendmsg` when a batch is resent datagram by datagram after GSO was refused. The links'
+//!   writes to their local connections are `SEND`s on the ring there, carried by the enters:
+//!   `write` counts only the rare direct write (a handshake error reply).
 //!
 //! Not counted: set-up (binding, ring set-up, buffer registration, the first registrations),
 //! the allocator's `mmap`/`munmap`/`madvise`, log lines written to stderr, crossbeam's `futex`
@@ -48,7 +50,7 @@ pub enum Syscall {
     UdpErrqueue,
     /// `read`/`recv` on a link's local connection.
     LocalRead,
-    /// `write` on a link's local connection.
+    /// `write`/`send` on a link's local connection (on io_uring, only writes made off the ring).
     LocalWrite,
     /// `accept4` on a link endpoint.
     LocalAccept,

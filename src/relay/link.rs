@@ -446,7 +446,12 @@ impl<S: LocalConn> Link<S> {
                 Err(e) => return Err(LinkEnd::Protocol(e)),
             }
             let sock = &mut self.sock;
-            let written = match self.to_local.drain(|b| write_local(sock, b)) {
+            let drained = if sock.shares_writes() {
+                self.to_local.drain_shared(|b| write_local_shared(sock, b))
+            } else {
+                self.to_local.drain(|b| write_local(sock, b))
+            };
+            let written = match drained {
                 Ok(n) => n,
                 // The local end closed (or reset) while bytes were on their way to it: that half
                 // is over. The other half goes on: what the local end sent before it closed is
@@ -459,7 +464,9 @@ impl<S: LocalConn> Link<S> {
                 Err(e) => return Err(LinkEnd::Local(e)),
             };
             progress |= written > 0;
-            if written > 0 || !self.to_local.has_pending() {
+            // Bytes the socket took but has not sent yet (a ring's writer) wait like the pipe's.
+            let waiting = self.to_local.has_pending() || !self.sock.flushed();
+            if written > 0 || !waiting {
                 self.sink_blocked_since = None;
             } else if self.sink_blocked_since.is_none() {
                 self.sink_blocked_since = Some(now);
@@ -471,7 +478,7 @@ impl<S: LocalConn> Link<S> {
             }
 
             self.note_realm();
-            if self.fin_sent && self.local_write_closed {
+            if self.fin_sent && self.local_write_closed && self.sock.flushed() {
                 return Ok(true);
             }
             if !progress {
@@ -616,8 +623,18 @@ fn as_fill(mut read: impl FnMut() -> io::Result<usize>) -> io::Result<Fill> {
 }
 
 fn write_local<S: LocalConn>(sock: &mut S, bytes: &[u8]) -> io::Result<usize> {
+    retry_write(|| sock.write(bytes))
+}
+
+/// [`write_local`] for a socket that keeps a share of the block ([`LocalConn::shares_writes`]).
+fn write_local_shared<S: LocalConn>(sock: &mut S, bytes: &Bytes) -> io::Result<usize> {
+    retry_write(|| sock.write_shared(bytes))
+}
+
+/// A write's result: `Ok(0)` when the socket is full (retried when interrupted).
+fn retry_write(mut write: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
     loop {
-        return match sock.write(bytes) {
+        return match write() {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -3,54 +3,27 @@
 //! epoll descriptor is itself watched by the ring), and how their readiness reaches the core.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
+use std::os::fd::AsRawFd;
 
 use mio::event::Event;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+
+use super::conn::LinkSocket;
 
 use super::core::{LocalEvent, ShardCore};
 use super::inbox::{Mailbox, ShardMsg};
 use crate::addr::LocalAddr;
 use crate::io::local::{LocalListener, LocalStream};
 use crate::io::syscalls::{self, Syscall};
-use crate::io::{LocalConn, LocalIo};
+use crate::io::uring::local_send::SharedOutbox;
+use crate::io::LocalIo;
 
 /// Link endpoint `i`'s listener is registered as `LISTENER_BASE + i`.
 pub(crate) const LISTENER_BASE: usize = 16;
 /// Link `n`'s local connection is registered as `LINK_BASE + n`.
 pub(crate) const LINK_BASE: usize = 1 << 24;
-
-impl LocalConn for LocalStream {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        syscalls::count(Syscall::LocalRead);
-        Read::read(self, buf)
-    }
-
-    #[inline]
-    fn read_buf(&mut self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
-        syscalls::count(Syscall::LocalRead);
-        self.recv_into_spare(buf, max)
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        syscalls::count(Syscall::LocalWrite);
-        Write::write(self, bytes)
-    }
-
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        syscalls::count(Syscall::LocalShutdown);
-        LocalStream::shutdown_write(self)
-    }
-
-    fn finish_connect(&mut self) -> io::Result<bool> {
-        // SO_ERROR, then the peer's address.
-        syscalls::count(Syscall::LocalGetsockopt);
-        syscalls::count(Syscall::LocalGetpeername);
-        LocalStream::finish_connect(self)
-    }
-}
 
 /// The local side of a shard: the link endpoints and the registry the core's local connections
 /// are watched with (token `LINK_BASE + link`).
@@ -67,6 +40,8 @@ pub struct MioLocal {
     shard: usize,
     mailboxes: Vec<Mailbox>,
     next_turn: usize,
+    /// The io_uring backend's queue of local sends: the links' writes go through it.
+    ring: Option<SharedOutbox>,
 }
 
 impl MioLocal {
@@ -91,7 +66,13 @@ impl MioLocal {
             shard,
             mailboxes,
             next_turn: 0,
+            ring: None,
         })
+    }
+
+    /// The links' writes go onto the ring through `outbox` (the io_uring backend).
+    pub fn write_through_ring(&mut self, outbox: SharedOutbox) {
+        self.ring = Some(outbox);
     }
 
     /// The endpoints of a reloaded configuration, `addrs` in its order: an endpoint whose
@@ -134,18 +115,9 @@ impl MioLocal {
         }
     }
 
-    /// A connection another shard accepted on `endpoint` for this one.
-    pub(crate) fn take_over(&mut self, endpoint: usize, conn: LocalStream) {
-        if let Some(q) = self.handed.get_mut(endpoint) {
-            q.push_back(conn);
-        }
-    }
-}
-
-impl LocalIo for MioLocal {
-    type Conn = LocalStream;
-
-    fn accept(&mut self, endpoint: usize) -> io::Result<LocalStream> {
+    /// One connection from endpoint `endpoint`: one another shard handed over, else one from its
+    /// listener (a Unix endpoint's go to the shards in turn).
+    fn accept_stream(&mut self, endpoint: usize) -> io::Result<LocalStream> {
         if let Some(conn) = self.handed.get_mut(endpoint).and_then(VecDeque::pop_front) {
             return Ok(conn);
         }
@@ -170,30 +142,51 @@ impl LocalIo for MioLocal {
         }
     }
 
-    fn connect(&mut self, target: &LocalAddr) -> io::Result<LocalStream> {
+    /// A connection another shard accepted on `endpoint` for this one.
+    pub(crate) fn take_over(&mut self, endpoint: usize, conn: LocalStream) {
+        if let Some(q) = self.handed.get_mut(endpoint) {
+            q.push_back(conn);
+        }
+    }
+}
+
+impl LocalIo for MioLocal {
+    type Conn = LinkSocket;
+
+    fn accept(&mut self, endpoint: usize) -> io::Result<LinkSocket> {
+        self.accept_stream(endpoint).map(LinkSocket::new)
+    }
+
+    fn connect(&mut self, target: &LocalAddr) -> io::Result<LinkSocket> {
         syscalls::count(Syscall::LocalSocket);
         syscalls::count(Syscall::LocalConnect);
-        LocalStream::connect(target)
+        LocalStream::connect(target).map(LinkSocket::new)
     }
 
-    fn watch(&mut self, conn: &mut LocalStream, link: usize) -> io::Result<()> {
-        if matches!(conn, LocalStream::Tcp(_)) {
+    fn watch(&mut self, conn: &mut LinkSocket, link: usize) -> io::Result<()> {
+        if matches!(conn.stream(), LocalStream::Tcp(_)) {
             syscalls::count(Syscall::LocalSetsockopt);
         }
-        conn.tune();
+        conn.stream().tune();
         syscalls::count(Syscall::EpollCtl);
         self.registry.register(
-            conn,
+            &mut SourceFd(&conn.stream().as_raw_fd()),
             Token(LINK_BASE + link),
             Interest::READABLE | Interest::WRITABLE,
-        )
+        )?;
+        if let Some(outbox) = &self.ring {
+            conn.write_through_ring(outbox.clone(), link);
+        }
+        Ok(())
     }
 
-    fn unwatch(&mut self, conn: &mut LocalStream) {
+    fn unwatch(&mut self, conn: &mut LinkSocket) {
         // The core drops the connection right after: its `close` is counted here too.
         syscalls::count(Syscall::EpollCtl);
         syscalls::count(Syscall::LocalClose);
-        self.registry.deregister(conn).ok();
+        self.registry
+            .deregister(&mut SourceFd(&conn.stream().as_raw_fd()))
+            .ok();
     }
 
     fn close_endpoints(&mut self) {

@@ -3,13 +3,20 @@
 //! [`crate::shard::mio_loop`], in the call order of [`crate::shard::core`], from the same
 //! [`ShardSetup`].
 //!
-//! The local sockets (link endpoints, link connections) and the shard's mailbox stay on the mio
-//! `Poll` the node gave the shard: that `Poll`'s epoll descriptor is itself watched by a
-//! multishot poll on the ring, so one `io_uring_enter` per turn submits the sends and waits for
-//! datagrams, local readiness, messages from the node or other shards (the mailbox's waker) and
-//! the core's deadline (the enter's timeout) together. Local readiness is then collected with a
-//! zero-timeout `epoll_wait` and handled exactly as on mio ([`MioLocal`]), and the inbox and
-//! the hand-overs are [`ShardInbox`]'s, as on mio.
+//! The links' writes to their local connections go on the ring too: each link's
+//! [`crate::shard::conn::LinkSocket`] queues a `SEND` of the bytes it is given (a share of the
+//! relay's block, one send per connection at a time) in the shard's
+//! [`crate::io::uring::local_send::LocalOutbox`], and the turn's enter carries them all;
+//! their completions come back as [`Completion::LocalSent`].
+//!
+//! The local readiness (link endpoints, reads from link connections, a full connection turning
+//! writable) and the shard's mailbox stay on the mio `Poll` the node gave the shard: that
+//! `Poll`'s epoll descriptor is itself watched by a multishot poll on the ring, so one
+//! `io_uring_enter` per turn submits the sends and waits for datagrams, send completions, local
+//! readiness, messages from the node or other shards (the mailbox's waker) and the core's
+//! deadline (the enter's timeout) together. Local readiness is then collected with a
+//! zero-timeout `epoll_wait` and handled as on mio ([`MioLocal`]), and the inbox and the
+//! hand-overs are [`ShardInbox`]'s, as on mio.
 //!
 //! A `UringShard` is built and run on its shard's thread: its ring is `SINGLE_ISSUER` where the
 //! kernel has it, and the type is not `Send`.
@@ -27,6 +34,7 @@ use super::mio_loop::NodeError;
 use crate::config::NodeConfig;
 use crate::io::syscalls::{self, Syscall};
 use crate::io::udp::UdpSocket;
+use crate::io::uring::local_send::LocalOutbox;
 use crate::io::uring::{Completion, RingSetup, UringError, UringIo};
 use crate::io::DatagramIo;
 
@@ -88,7 +96,7 @@ impl UringShard {
             .with_shard(shard)
             .with_instance(setup.instance);
         let poll = setup.poll;
-        let local = MioLocal::new(
+        let mut local = MioLocal::new(
             poll.registry().try_clone().map_err(NodeError::Poll)?,
             setup.listeners,
             cfg.links.iter().map(|l| l.listen.clone()).collect(),
@@ -98,7 +106,10 @@ impl UringShard {
         .map_err(NodeError::Poll)?;
         let local_addr = udp.local_addr();
         let gso = udp.capabilities().gso;
-        let io = UringIo::start(ring, udp, Some(poll.as_raw_fd()));
+        let mut io = UringIo::start(ring, udp, Some(poll.as_raw_fd()));
+        let outbox = LocalOutbox::shared();
+        local.write_through_ring(outbox.clone());
+        io.set_local_outbox(outbox);
         tracing::info!(
             node = %cfg.node,
             shard = setup.index,
@@ -155,6 +166,12 @@ impl UringShard {
                 Completion::Datagram { data, from } => inbox.on_datagram(core, data, from, now),
                 Completion::PortUnreachable(addr) => inbox.on_port_unreachable(core, addr),
                 Completion::Watched => *local_ready = true,
+                Completion::LocalSent {
+                    link,
+                    id,
+                    res,
+                    bytes,
+                } => core.on_local_sent(link, id, res, bytes),
             });
             if self.local_ready {
                 self.poll_local()?;
@@ -173,6 +190,7 @@ impl UringShard {
         tracing::info!(
             shard = self.inbox.index(),
             enters,
+            local_sends = self.io.local_sends(),
             enobufs,
             truncated,
             in_flight = self.io.in_flight(),

@@ -20,6 +20,10 @@
 //! send, and the refused batch is resent datagram by datagram, as in [`crate::io::udp`]. Other
 //! send errors are counted; QUIC recovers the loss.
 //!
+//! Local sends: the links' writes to their local connections, queued in a
+//! [`LocalOutbox`] during the turn, go on the ring as `SEND`s (`MSG_DONTWAIT`) right before the
+//! turn's enter; each completion goes back to its link's writer ([`Completion::LocalSent`]).
+//!
 //! [`Slot`]: super::tx::Slot
 
 use std::io;
@@ -31,7 +35,10 @@ use std::time::{Duration, Instant};
 use io_uring::types::{Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode};
 
+use bytes::Bytes;
+
 use super::bufring::BufRing;
+use super::local_send::{QueuedSend, SharedOutbox};
 use super::recvmsg::{gro_segment, recv_template, sockaddr_from_bytes};
 use super::ring::Ring;
 use super::tx::Slots;
@@ -68,6 +75,14 @@ pub enum Completion<'a> {
     PortUnreachable(SocketAddr),
     /// The watched descriptor is readable.
     Watched,
+    /// Local send `id` of link `link` completed: `res` bytes went into the socket, or `-errno`.
+    /// `bytes` are what it carried.
+    LocalSent {
+        link: usize,
+        id: u64,
+        res: i32,
+        bytes: Bytes,
+    },
 }
 
 /// A ring with its receive buffers registered, before it is given a socket: everything that
@@ -111,6 +126,49 @@ struct KernelMemory {
     recv_msg: Box<libc::msghdr>,
     bufs: BufRing,
     slots: Slots,
+    local: LocalSends,
+}
+
+/// Local sends on the ring, by slot: each owns its bytes and a share of its connection (so the
+/// descriptor stays open) until its completion is reaped.
+#[derive(Default)]
+struct LocalSends {
+    ops: Vec<Option<QueuedSend>>,
+    free: Vec<u32>,
+    in_flight: usize,
+}
+
+impl LocalSends {
+    fn insert(&mut self, q: QueuedSend) -> u32 {
+        self.in_flight += 1;
+        match self.free.pop() {
+            Some(n) => {
+                self.ops[n as usize] = Some(q);
+                n
+            }
+            None => {
+                self.ops.push(Some(q));
+                (self.ops.len() - 1) as u32
+            }
+        }
+    }
+
+    fn get(&self, n: u32) -> Option<&QueuedSend> {
+        self.ops.get(n as usize).and_then(Option::as_ref)
+    }
+
+    fn remove(&mut self, n: u32) -> Option<QueuedSend> {
+        let q = self.ops.get_mut(n as usize)?.take()?;
+        self.in_flight -= 1;
+        self.free.push(n);
+        Some(q)
+    }
+
+    fn in_flight_ids(&self) -> Vec<u32> {
+        (0..self.ops.len() as u32)
+            .filter(|&n| self.get(n).is_some())
+            .collect()
+    }
 }
 
 pub struct UringIo {
@@ -138,6 +196,11 @@ pub struct UringIo {
     /// Teardown saw every operation's last completion.
     quiesced: bool,
     last_error_log: Option<Instant>,
+    /// Where the links queue their local sends (`None`: the local sockets are written directly).
+    outbox: Option<SharedOutbox>,
+    /// Local sends that could not be queued on the ring: handed back, as interrupted, next reap.
+    local_unqueued: Vec<QueuedSend>,
+    local_sends: u64,
 }
 
 impl UringIo {
@@ -163,6 +226,7 @@ impl UringIo {
                 recv_msg,
                 bufs,
                 slots: Slots::new(SEND_SLOTS),
+                local: LocalSends::default(),
             }),
             recv_armed: false,
             recv_error: false,
@@ -179,6 +243,9 @@ impl UringIo {
             closing: false,
             quiesced: false,
             last_error_log: None,
+            outbox: None,
+            local_unqueued: Vec::new(),
+            local_sends: 0,
         };
         io.arm();
         io
@@ -241,12 +308,57 @@ impl UringIo {
         (self.ring.enters(), self.enobufs, self.truncated)
     }
 
-    /// Submits what is queued and waits for a completion or `timeout` (one system call).
+    /// Submits what is queued (the local sends the links queued included) and waits for a
+    /// completion or `timeout` (one system call).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if std::mem::take(&mut self.sends_queued) {
             self.stats.send_calls += 1;
         }
+        self.queue_local_sends();
         self.ring.enter(timeout)
+    }
+
+    // ---- local sends ----
+
+    /// The links' writes to their local connections go through `outbox` onto this ring.
+    pub fn set_local_outbox(&mut self, outbox: SharedOutbox) {
+        self.outbox = Some(outbox);
+    }
+
+    /// Local sends put on the ring so far.
+    pub fn local_sends(&self) -> u64 {
+        self.local_sends
+    }
+
+    /// Moves the sends the links queued onto the ring.
+    fn queue_local_sends(&mut self) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        let mut outbox = outbox.borrow_mut();
+        for q in outbox.take() {
+            let (fd, ptr, len) = (q.sock.as_raw_fd(), q.bytes.as_ptr(), q.bytes.len());
+            let len = u32::try_from(len).unwrap_or(u32::MAX);
+            let n = self.mem.local.insert(q);
+            let sqe = opcode::Send::new(Fd(fd), ptr, len)
+                .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(Token::LocalSend(n).to_user_data());
+            // SAFETY: `ptr..ptr + len` lies in the `Bytes` of local send `n`, whose allocation
+            // cannot move or be freed while that `Bytes` lives; the send owns it (and a share
+            // of the connection, so `fd` stays open) in `mem` until its completion is reaped,
+            // and teardown waits for that or leaks `mem`. The kernel only reads the bytes.
+            match unsafe { self.ring.push(&sqe) } {
+                Ok(()) => self.local_sends += 1,
+                Err(e) => {
+                    // Not queued: the kernel never saw it. Its writer tries again.
+                    self.log_error("local send", &e);
+                    if let Some(q) = self.mem.local.remove(n) {
+                        self.local_unqueued.push(q);
+                    }
+                }
+            }
+        }
     }
 
     // ---- send ----
@@ -339,8 +451,26 @@ impl UringIo {
                         self.watch_armed = false;
                     }
                 }
+                Some(Token::LocalSend(n)) => {
+                    if let Some(q) = self.mem.local.remove(n) {
+                        on(Completion::LocalSent {
+                            link: q.link,
+                            id: q.id,
+                            res,
+                            bytes: q.bytes,
+                        });
+                    }
+                }
                 Some(Token::Cancel) | None => {}
             }
+        }
+        for q in std::mem::take(&mut self.local_unqueued) {
+            on(Completion::LocalSent {
+                link: q.link,
+                id: q.id,
+                res: -libc::EINTR,
+                bytes: q.bytes,
+            });
         }
         if received {
             self.stats.recv_calls += 1;
@@ -543,6 +673,13 @@ impl UringIo {
             targets.push(Token::Watch);
         }
         targets.extend(self.mem.slots.in_flight_ids().into_iter().map(Token::Send));
+        targets.extend(
+            self.mem
+                .local
+                .in_flight_ids()
+                .into_iter()
+                .map(Token::LocalSend),
+        );
         for t in targets {
             let sqe = opcode::AsyncCancel::new(t.to_user_data())
                 .build()
@@ -569,7 +706,10 @@ impl UringIo {
 
     /// Operations whose last completion has not been reaped.
     pub fn in_flight(&self) -> usize {
-        self.recv_armed as usize + self.watch_armed as usize + self.mem.slots.in_flight()
+        self.recv_armed as usize
+            + self.watch_armed as usize
+            + self.mem.slots.in_flight()
+            + self.mem.local.in_flight
     }
 
     fn log_error(&mut self, what: &str, err: &io::Error) {

@@ -10,6 +10,7 @@
 //!   `COOP_TASKRUN`, else none), the opcode probe, the counted `io_uring_enter`;
 //! - [`bufring`]: the provided buffer ring the multishot receive fills;
 //! - [`tx`]: send slots, each owning every byte the kernel reads for one `SENDMSG`;
+//! - [`local_send`]: the links' writes to their local connections, as `SEND`s on the same ring;
 //! - `recvmsg`: the receive's `msghdr` template and the decoding of what the kernel wrote in
 //!   front of each payload (source address, `UDP_GRO` segment size);
 //! - [`engine`]: [`UringIo`], which owns all of the above, arms and re-arms operations, turns
@@ -24,6 +25,7 @@
 
 pub mod bufring;
 pub mod engine;
+pub mod local_send;
 mod recvmsg;
 pub mod ring;
 pub mod tx;
@@ -61,6 +63,8 @@ pub enum Token {
     Watch,
     /// A cancel request (its own completion carries nothing we need).
     Cancel,
+    /// The local send in slot `n` ([`local_send`]).
+    LocalSend(u32),
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -72,6 +76,7 @@ impl Token {
             Token::Send(n) => (2, n as u64),
             Token::Watch => (3, 0),
             Token::Cancel => (4, 0),
+            Token::LocalSend(n) => (5, n as u64),
         };
         kind << KIND_SHIFT | n
     }
@@ -84,6 +89,7 @@ impl Token {
             2 => u16::try_from(n).ok().map(Token::Send),
             3 => Some(Token::Watch),
             4 => Some(Token::Cancel),
+            5 => u32::try_from(n).ok().map(Token::LocalSend),
             _ => None,
         }
     }

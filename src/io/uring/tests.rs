@@ -19,6 +19,12 @@ enum Seen {
     Datagram(Vec<u8>, SocketAddr),
     Unreachable(SocketAddr),
     Watched,
+    LocalSent {
+        link: usize,
+        id: u64,
+        res: i32,
+        len: usize,
+    },
 }
 
 fn loopback(gso: bool, gro: bool) -> UdpSocket {
@@ -46,6 +52,17 @@ fn reap_until(io: &mut UringIo, seen: &mut Vec<Seen>, done: impl Fn(&[Seen]) -> 
             Completion::Datagram { data, from } => seen.push(Seen::Datagram(data.to_vec(), from)),
             Completion::PortUnreachable(a) => seen.push(Seen::Unreachable(a)),
             Completion::Watched => seen.push(Seen::Watched),
+            Completion::LocalSent {
+                link,
+                id,
+                res,
+                bytes,
+            } => seen.push(Seen::LocalSent {
+                link,
+                id,
+                res,
+                len: bytes.len(),
+            }),
         });
     }
 }
@@ -86,6 +103,8 @@ fn tokens_round_trip() {
         Token::Send(31),
         Token::Watch,
         Token::Cancel,
+        Token::LocalSend(0),
+        Token::LocalSend(u32::MAX),
     ] {
         assert_eq!(Token::from_user_data(t.to_user_data()), Some(t));
     }
@@ -443,4 +462,118 @@ fn dropping_with_the_receive_armed_and_sends_submitted_waits_for_every_completio
     );
     // Nothing on the ring holds the socket any more: its port is free at once.
     std::net::UdpSocket::bind(addr).expect("the port is free right after the drop");
+}
+
+/// A connected Unix socket pair: the link's end (non-blocking, as the node's) and the local
+/// program's.
+fn unix_pair() -> (
+    std::rc::Rc<crate::io::local::LocalStream>,
+    std::os::unix::net::UnixStream,
+) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let a = crate::io::local::LocalStream::Unix(mio::net::UnixStream::from_std(a));
+    (std::rc::Rc::new(a), b)
+}
+
+#[test]
+fn local_sends_leave_with_the_enter_in_order_and_a_full_socket_keeps_the_rest() {
+    use super::local_send::{LocalOutbox, RingWriter};
+    use bytes::Bytes;
+    use std::io::Read;
+    let Some(mut io) = engine(false, false, None) else {
+        return;
+    };
+    let outbox = LocalOutbox::shared();
+    io.set_local_outbox(outbox.clone());
+    let (sock, mut peer) = unix_pair();
+    let mut w = RingWriter::new(outbox.clone(), 3);
+    let mut seen = Vec::new();
+    // Writes until the socket is full; each completion goes back to the writer.
+    let chunk = Bytes::from(vec![7u8; 64 << 10]);
+    let mut accepted = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        accepted += w.write(&sock, &chunk).unwrap();
+        reap_until(&mut io, &mut seen, |s| !s.is_empty());
+        for s in seen.drain(..) {
+            if let Seen::LocalSent { link, id, res, len } = s {
+                assert_eq!(link, 3);
+                assert!(w.on_sent(id, res, chunk.slice(..len)).is_some());
+            }
+        }
+        if w.unsent() > 0 {
+            break;
+        }
+    }
+    assert!(w.unsent() > 0, "the socket never filled");
+    assert!(io.local_sends() >= 2);
+    // The reader takes everything: the writer sends its rest once told the socket has room, and
+    // not one byte is lost or reordered.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    peer.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    w.on_writable();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w.flushed() && Instant::now() < deadline {
+        while let Ok(n) = peer.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                break;
+            }
+        }
+        assert_eq!(w.write(&sock, &chunk).unwrap(), 0, "the rest goes first");
+        reap_until(&mut io, &mut seen, |s| !s.is_empty());
+        for s in seen.drain(..) {
+            if let Seen::LocalSent { id, res, len, .. } = s {
+                // What the writer had kept: the chunk's tail.
+                let rest = chunk.slice(chunk.len() - len..);
+                w.on_sent(id, res, rest);
+            }
+        }
+        w.on_writable();
+    }
+    assert!(w.flushed());
+    while got.len() < accepted {
+        let n = peer.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got.len(), accepted);
+    assert!(got.iter().all(|&b| b == 7));
+}
+
+#[test]
+fn a_local_send_to_a_closed_peer_reports_broken_pipe_and_teardown_waits_for_sends() {
+    use super::local_send::{LocalOutbox, RingWriter};
+    use bytes::Bytes;
+    let Some(mut io) = engine(false, false, None) else {
+        return;
+    };
+    let outbox = LocalOutbox::shared();
+    io.set_local_outbox(outbox.clone());
+    let (sock, peer) = unix_pair();
+    drop(peer);
+    let mut w = RingWriter::new(outbox.clone(), 0);
+    let b = Bytes::from_static(b"late");
+    assert_eq!(w.write(&sock, &b).unwrap(), 4);
+    let mut seen = Vec::new();
+    reap_until(&mut io, &mut seen, |s| !s.is_empty());
+    let Some(Seen::LocalSent { id, res, .. }) = seen.pop() else {
+        panic!("no completion: {seen:?}");
+    };
+    assert_eq!(res, -libc::EPIPE);
+    w.on_sent(id, res, b.clone());
+    assert_eq!(
+        w.write(&sock, &b).unwrap_err().kind(),
+        std::io::ErrorKind::BrokenPipe
+    );
+    // A send queued and never waited for: teardown submits nothing new, cancels what is in
+    // flight and sees every completion.
+    let (sock2, _peer2) = unix_pair();
+    let mut w2 = RingWriter::new(outbox.clone(), 1);
+    w2.write(&sock2, &b).unwrap();
+    io.wait(Some(Duration::ZERO)).unwrap();
+    assert!(io.shutdown());
+    assert_eq!(io.in_flight(), 0);
 }

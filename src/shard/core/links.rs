@@ -90,6 +90,9 @@ impl<L: LocalIo> ShardCore<L> {
             // No further readable event will come: read until EOF whatever the read sizes.
             link.local_read_closed = true;
         }
+        if ev.writable {
+            link.sock.on_writable();
+        }
         if link.connecting && ev.writable {
             match link.sock.finish_connect() {
                 // The deadline stays until the router's handshake reply has crossed.
@@ -103,6 +106,16 @@ impl<L: LocalIo> ShardCore<L> {
             }
         }
         self.dirty.push(key);
+    }
+
+    /// A completion backend's local send `id` for link `key` ended (see [`LocalConn::on_sent`]):
+    /// the link runs again if it was its send.
+    pub fn on_local_sent(&mut self, key: usize, id: u64, res: i32, bytes: bytes::Bytes) {
+        if let Some(link) = self.links.get_mut(key) {
+            if link.sock.on_sent(id, res, bytes) {
+                self.dirty.push(key);
+            }
+        }
     }
 
     pub(super) fn pump_dirty(&mut self, now: Instant) {

@@ -314,8 +314,10 @@ impl UringIo {
         if std::mem::take(&mut self.sends_queued) {
             self.stats.send_calls += 1;
         }
-        self.queue_local_sends();
-        self.ring.enter(timeout)
+        // Local sends complete as they are submitted (MSG_DONTWAIT): the wait is for what
+        // comes after them.
+        let inline = self.queue_local_sends();
+        self.ring.enter_past(inline, timeout)
     }
 
     // ---- local sends ----
@@ -330,11 +332,12 @@ impl UringIo {
         self.local_sends
     }
 
-    /// Moves the sends the links queued onto the ring.
-    fn queue_local_sends(&mut self) {
+    /// Moves the sends the links queued onto the ring; how many.
+    fn queue_local_sends(&mut self) -> usize {
         let Some(outbox) = self.outbox.clone() else {
-            return;
+            return 0;
         };
+        let mut queued = 0;
         let mut outbox = outbox.borrow_mut();
         for q in outbox.take() {
             let (fd, ptr, len) = (q.sock.as_raw_fd(), q.bytes.as_ptr(), q.bytes.len());
@@ -349,7 +352,10 @@ impl UringIo {
             // of the connection, so `fd` stays open) in `mem` until its completion is reaped,
             // and teardown waits for that or leaks `mem`. The kernel only reads the bytes.
             match unsafe { self.ring.push(&sqe) } {
-                Ok(()) => self.local_sends += 1,
+                Ok(()) => {
+                    self.local_sends += 1;
+                    queued += 1;
+                }
                 Err(e) => {
                     // Not queued: the kernel never saw it. Its writer tries again.
                     self.log_error("local send", &e);
@@ -359,6 +365,7 @@ impl UringIo {
                 }
             }
         }
+        queued
     }
 
     // ---- send ----

@@ -129,47 +129,9 @@ struct KernelMemory {
     local: LocalSends,
 }
 
-/// Local sends on the ring, by slot: each owns its bytes and a share of its connection (so the
-/// descriptor stays open) until its completion is reaped.
-#[derive(Default)]
-struct LocalSends {
-    ops: Vec<Option<QueuedSend>>,
-    free: Vec<u32>,
-    in_flight: usize,
-}
-
-impl LocalSends {
-    fn insert(&mut self, q: QueuedSend) -> u32 {
-        self.in_flight += 1;
-        match self.free.pop() {
-            Some(n) => {
-                self.ops[n as usize] = Some(q);
-                n
-            }
-            None => {
-                self.ops.push(Some(q));
-                (self.ops.len() - 1) as u32
-            }
-        }
-    }
-
-    fn get(&self, n: u32) -> Option<&QueuedSend> {
-        self.ops.get(n as usize).and_then(Option::as_ref)
-    }
-
-    fn remove(&mut self, n: u32) -> Option<QueuedSend> {
-        let q = self.ops.get_mut(n as usize)?.take()?;
-        self.in_flight -= 1;
-        self.free.push(n);
-        Some(q)
-    }
-
-    fn in_flight_ids(&self) -> Vec<u32> {
-        (0..self.ops.len() as u32)
-            .filter(|&n| self.get(n).is_some())
-            .collect()
-    }
-}
+/// Local sends on the ring, by slot (its `Token::LocalSend`): each owns its bytes and a share of
+/// its connection (so the descriptor stays open) until its completion is reaped.
+type LocalSends = slab::Slab<QueuedSend>;
 
 pub struct UringIo {
     ring: Ring,
@@ -226,7 +188,7 @@ impl UringIo {
                 recv_msg,
                 bufs,
                 slots: Slots::new(SEND_SLOTS),
-                local: LocalSends::default(),
+                local: LocalSends::new(),
             }),
             recv_armed: false,
             recv_error: false,
@@ -342,7 +304,12 @@ impl UringIo {
         for q in outbox.take() {
             let (fd, ptr, len) = (q.sock.as_raw_fd(), q.bytes.as_ptr(), q.bytes.len());
             let len = u32::try_from(len).unwrap_or(u32::MAX);
-            let n = self.mem.local.insert(q);
+            let slot = self.mem.local.insert(q);
+            let Ok(n) = u32::try_from(slot) else {
+                // Four billion sends in flight cannot happen; never hand the kernel a wrong slot.
+                self.local_unqueued.push(self.mem.local.remove(slot));
+                continue;
+            };
             let sqe = opcode::Send::new(Fd(fd), ptr, len)
                 .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
                 .build()
@@ -359,9 +326,7 @@ impl UringIo {
                 Err(e) => {
                     // Not queued: the kernel never saw it. Its writer tries again.
                     self.log_error("local send", &e);
-                    if let Some(q) = self.mem.local.remove(n) {
-                        self.local_unqueued.push(q);
-                    }
+                    self.local_unqueued.push(self.mem.local.remove(slot));
                 }
             }
         }
@@ -459,7 +424,7 @@ impl UringIo {
                     }
                 }
                 Some(Token::LocalSend(n)) => {
-                    if let Some(q) = self.mem.local.remove(n) {
+                    if let Some(q) = self.mem.local.try_remove(n as usize) {
                         on(Completion::LocalSent {
                             link: q.link,
                             id: q.id,
@@ -683,9 +648,8 @@ impl UringIo {
         targets.extend(
             self.mem
                 .local
-                .in_flight_ids()
-                .into_iter()
-                .map(Token::LocalSend),
+                .iter()
+                .map(|(slot, _)| Token::LocalSend(slot as u32)),
         );
         for t in targets {
             let sqe = opcode::AsyncCancel::new(t.to_user_data())
@@ -716,7 +680,7 @@ impl UringIo {
         self.recv_armed as usize
             + self.watch_armed as usize
             + self.mem.slots.in_flight()
-            + self.mem.local.in_flight
+            + self.mem.local.len()
     }
 
     fn log_error(&mut self, what: &str, err: &io::Error) {

@@ -825,3 +825,80 @@ fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
         "the FIN never arrived: b's stream was collected with it"
     );
 }
+
+/// Bytes the peer has read already, sent again with the FIN, end the peer's stream. Here b's
+/// ACK of "pong" and the packet with b's bare FIN are lost, so b's probe resends "pong" with the
+/// FIN (quiche sets it on any frame that reaches the final size). a has read "pong" and drops the
+/// duplicate bytes; quiche 0.30 dropped the FIN with them (it recorded the final size without
+/// making the stream readable), so a's link never learnt the stream ended (links_lifecycle's
+/// churn test, about 1 run in 20 on io_uring with 2 shards). rlinkd builds a patched copy.
+#[test]
+fn a_fin_that_comes_with_bytes_already_read_still_ends_the_stream() {
+    let dir = certs();
+    let mut net = Net::new(dir.path(), "a", &["a"], 12);
+    let b_addr = net.b.addr;
+    let conn_a = net.a.driver.connect("b", b_addr, Instant::now()).unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| Net::established(&n.b)
+            .is_some()
+            && Net::established(&n.a).is_some())
+    );
+    let conn_b = Net::established(&net.b).unwrap().0;
+    let sid = net.a.driver.open_stream(conn_a).unwrap();
+    net.a
+        .driver
+        .stream(conn_a, sid)
+        .unwrap()
+        .send(b"ping", false)
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        if let Some(mut s) = n.b.driver.stream(conn_b, sid) {
+            while let Ok((k, _)) = s.recv(&mut buf) {
+                got += k;
+            }
+        }
+        got == 4
+    }));
+    // b answers; a reads the answer, and its ACK is lost.
+    net.b
+        .driver
+        .stream(conn_b, sid)
+        .unwrap()
+        .send(b"pong", false)
+        .unwrap();
+    let answer = transmit_within(&mut net.b, Duration::from_secs(2));
+    deliver(&mut net.a, answer);
+    let (n, fin) = net
+        .a
+        .driver
+        .stream(conn_a, sid)
+        .unwrap()
+        .recv(&mut buf)
+        .unwrap();
+    assert_eq!((&buf[..n], fin), (&b"pong"[..], false));
+    let lost_ack = transmit_within(&mut net.a, Duration::from_secs(2));
+    assert!(!lost_ack.is_empty(), "a sent no ACK");
+    // b ends its side; the packet with the bare FIN is lost too.
+    net.b
+        .driver
+        .stream(conn_b, sid)
+        .unwrap()
+        .send(&[], true)
+        .unwrap();
+    let lost_fin = transmit_within(&mut net.b, Duration::from_secs(2));
+    assert!(!lost_fin.is_empty(), "b sent no FIN");
+    // From here nothing is lost: b's probe brings "pong" again, with the FIN.
+    let mut a_fin = false;
+    let ok = net.run_until(Duration::from_secs(5), |n| {
+        if let Some(mut s) = n.a.driver.stream(conn_a, sid) {
+            while let Ok((k, fin)) = s.recv(&mut buf) {
+                assert_eq!(k, 0, "bytes already read came again");
+                a_fin |= fin;
+            }
+        }
+        a_fin
+    });
+    assert!(ok, "a never learnt that b's side of the stream ended");
+}

@@ -89,7 +89,7 @@ impl RecvBuf {
     /// This also takes care of enforcing stream flow control limits, as well
     /// as handling incoming data that overlaps data that is already in the
     /// buffer.
-    pub fn write(&mut self, buf: RangeBuf) -> Result<()> {
+    pub fn write(&mut self, mut buf: RangeBuf) -> Result<()> {
         if buf.max_off() > self.max_data() {
             return Err(Error::FlowControl);
         }
@@ -116,6 +116,10 @@ impl RecvBuf {
         if self.fin_off.is_some() && buf.is_empty() {
             return Ok(());
         }
+
+        // rlinkd patch (vendor/README.md): whether this frame is the first to
+        // tell the final size.
+        let new_fin = buf.fin() && self.fin_off.is_none();
 
         if buf.fin() {
             self.fin_off = Some(buf.max_off());
@@ -144,7 +148,18 @@ impl RecvBuf {
             // By this point all spurious empty buffers should have already been
             // discarded, so allowing empty buffers here should be safe.
             if !buf.is_empty() {
-                return Ok(());
+                // rlinkd patch (vendor/README.md): bytes the application has
+                // read already can come again with the FIN (a retransmission
+                // after a spurious loss, sent once the FIN was written). Keep
+                // the FIN as an empty final buffer so the stream turns readable
+                // and the application learns the stream's end; dropping the
+                // frame recorded the final size and told no one.
+                if !new_fin {
+                    return Ok(());
+                }
+
+                let len = buf.len();
+                buf = buf.split_off(len);
             }
         }
 
@@ -467,6 +482,25 @@ impl RecvBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fin_with_already_read_data_makes_the_stream_readable() {
+        let mut recv = RecvBuf::new(u64::MAX, 1000, 1000);
+        recv.write(RangeBuf::from(b"hello", 0, false)).unwrap();
+        let mut out = [0u8; 16];
+        assert_eq!(recv.emit(&mut out[..]), Ok((5, false)));
+        assert!(!recv.ready());
+
+        // The same bytes again, now with the FIN (a retransmission).
+        recv.write(RangeBuf::from(b"hello", 0, true)).unwrap();
+        assert!(recv.ready(), "the FIN must be readable");
+        assert_eq!(recv.emit(&mut out[..]), Ok((0, true)));
+        assert!(!recv.ready());
+
+        // A further duplicate changes nothing.
+        recv.write(RangeBuf::from(b"hello", 0, true)).unwrap();
+        assert!(!recv.ready());
+    }
 
     /// The default size of the receiver stream flow control window.
     const DEFAULT_STREAM_WINDOW: u64 = 32 * 1024;

@@ -1750,6 +1750,10 @@ mod tests {
         assert!(!stream.send.is_complete());
 
         stream.send.ack(0, 1);
+        // rlinkd patch (vendor/README.md): the bytes are acked, the frame with
+        // the FIN is not yet.
+        assert!(!stream.send.is_complete());
+        stream.send.ack_fin();
         assert!(stream.send.is_complete());
 
         assert!(!stream.is_complete());

@@ -748,15 +748,16 @@ fn deliver(side: &mut Side, datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
     }
 }
 
-/// A bare FIN written after the stream's last bytes were sent, with their ACK processed before
-/// the FIN could leave, still reaches the peer. quiche 0.30 counted the send side complete on
-/// that ACK and collected the stream with the FIN still queued (cloudflare/quiche#2525; rlinkd
-/// builds a patched copy, vendor/README.md): the peer's link then waited forever for the end of
-/// the stream (a router that closes right after its last frame does exactly this).
-#[test]
-fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
+/// A connected pair (`seed` for its connection ids) where a opened a stream and sent `bytes`
+/// (and its FIN when `fin`), all of which b has read: the directory that holds the
+/// certificates, the pair, a's and b's connection, the stream.
+fn stream_delivered(
+    seed: u64,
+    bytes: &[u8],
+    fin: bool,
+) -> (tempfile::TempDir, Net, ConnId, ConnId, u64) {
     let dir = certs();
-    let mut net = Net::new(dir.path(), "a", &["a"], 11);
+    let mut net = Net::new(dir.path(), "a", &["a"], seed);
     let b_addr = net.b.addr;
     let conn_a = net.a.driver.connect("b", b_addr, Instant::now()).unwrap();
     assert!(
@@ -765,25 +766,34 @@ fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
             && Net::established(&n.a).is_some())
     );
     let conn_b = Net::established(&net.b).unwrap().0;
-    // a sends its bytes and ends its side; b reads all of it.
     let sid = net.a.driver.open_stream(conn_a).unwrap();
     net.a
         .driver
         .stream(conn_a, sid)
         .unwrap()
-        .send(b"hello", true)
+        .send(bytes, fin)
         .unwrap();
     let mut buf = [0u8; 64];
-    let mut b_fin = false;
+    let (mut got, mut b_fin) = (0, false);
     assert!(net.run_until(Duration::from_secs(5), |n| {
         if let Some(mut s) = n.b.driver.stream(conn_b, sid) {
-            while let Ok((_, fin)) = s.recv(&mut buf) {
-                b_fin |= fin;
+            while let Ok((k, f)) = s.recv(&mut buf) {
+                got += k;
+                b_fin |= f;
             }
         }
-        b_fin
+        got == bytes.len() && b_fin == fin
     }));
-    // b answers; a reads the answer and acknowledges it, and that ACK is held back.
+    (dir, net, conn_a, conn_b, sid)
+}
+
+/// b answers "pong" on the stream and a reads it; a's ACK for it is returned, not delivered.
+fn answer_read_and_its_ack_held(
+    net: &mut Net,
+    conn_a: ConnId,
+    conn_b: ConnId,
+    sid: u64,
+) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
     net.b
         .driver
         .stream(conn_b, sid)
@@ -792,16 +802,45 @@ fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
         .unwrap();
     let answer = transmit_within(&mut net.b, Duration::from_secs(2));
     deliver(&mut net.a, answer);
-    let (n, _) = net
+    let mut buf = [0u8; 64];
+    let (n, fin) = net
         .a
         .driver
         .stream(conn_a, sid)
         .unwrap()
         .recv(&mut buf)
         .unwrap();
-    assert_eq!(&buf[..n], b"pong");
+    assert_eq!((&buf[..n], fin), (&b"pong"[..], false));
     let ack = transmit_within(&mut net.a, Duration::from_secs(2));
     assert!(!ack.is_empty(), "a sent no ACK");
+    ack
+}
+
+/// Runs the pair until a reads the end of the stream (no more bytes: it has read them all), or
+/// 5 s pass; true if it did.
+fn fin_reaches_a(net: &mut Net, conn_a: ConnId, sid: u64) -> bool {
+    let mut buf = [0u8; 64];
+    let mut a_fin = false;
+    net.run_until(Duration::from_secs(5), |n| {
+        if let Some(mut s) = n.a.driver.stream(conn_a, sid) {
+            while let Ok((k, fin)) = s.recv(&mut buf) {
+                assert_eq!(k, 0, "bytes already read came again");
+                a_fin |= fin;
+            }
+        }
+        a_fin
+    })
+}
+
+/// A bare FIN written after the stream's last bytes were sent, with their ACK processed before
+/// the FIN could leave, still reaches the peer. quiche 0.30 counted the send side complete on
+/// that ACK and collected the stream with the FIN still queued (cloudflare/quiche#2525; rlinkd
+/// builds a patched copy, vendor/README.md): the peer's link then waited forever for the end of
+/// the stream (a router that closes right after its last frame does exactly this).
+#[test]
+fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
+    let (_dir, mut net, conn_a, conn_b, sid) = stream_delivered(11, b"hello", true);
+    let ack = answer_read_and_its_ack_held(&mut net, conn_a, conn_b, sid);
     // b ends its side with a bare FIN and, before it sends again, gets the ACK for "pong".
     net.b
         .driver
@@ -811,17 +850,8 @@ fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
         .unwrap();
     deliver(&mut net.b, ack);
     // The FIN must still reach a.
-    let mut a_fin = false;
-    let ok = net.run_until(Duration::from_secs(5), |n| {
-        if let Some(mut s) = n.a.driver.stream(conn_a, sid) {
-            while let Ok((_, fin)) = s.recv(&mut buf) {
-                a_fin |= fin;
-            }
-        }
-        a_fin
-    });
     assert!(
-        ok,
+        fin_reaches_a(&mut net, conn_a, sid),
         "the FIN never arrived: b's stream was collected with it"
     );
 }
@@ -834,52 +864,8 @@ fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
 /// churn test, about 1 run in 20 on io_uring with 2 shards). rlinkd builds a patched copy.
 #[test]
 fn a_fin_that_comes_with_bytes_already_read_still_ends_the_stream() {
-    let dir = certs();
-    let mut net = Net::new(dir.path(), "a", &["a"], 12);
-    let b_addr = net.b.addr;
-    let conn_a = net.a.driver.connect("b", b_addr, Instant::now()).unwrap();
-    assert!(
-        net.run_until(Duration::from_secs(10), |n| Net::established(&n.b)
-            .is_some()
-            && Net::established(&n.a).is_some())
-    );
-    let conn_b = Net::established(&net.b).unwrap().0;
-    let sid = net.a.driver.open_stream(conn_a).unwrap();
-    net.a
-        .driver
-        .stream(conn_a, sid)
-        .unwrap()
-        .send(b"ping", false)
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    assert!(net.run_until(Duration::from_secs(5), |n| {
-        if let Some(mut s) = n.b.driver.stream(conn_b, sid) {
-            while let Ok((k, _)) = s.recv(&mut buf) {
-                got += k;
-            }
-        }
-        got == 4
-    }));
-    // b answers; a reads the answer, and its ACK is lost.
-    net.b
-        .driver
-        .stream(conn_b, sid)
-        .unwrap()
-        .send(b"pong", false)
-        .unwrap();
-    let answer = transmit_within(&mut net.b, Duration::from_secs(2));
-    deliver(&mut net.a, answer);
-    let (n, fin) = net
-        .a
-        .driver
-        .stream(conn_a, sid)
-        .unwrap()
-        .recv(&mut buf)
-        .unwrap();
-    assert_eq!((&buf[..n], fin), (&b"pong"[..], false));
-    let lost_ack = transmit_within(&mut net.a, Duration::from_secs(2));
-    assert!(!lost_ack.is_empty(), "a sent no ACK");
+    let (_dir, mut net, conn_a, conn_b, sid) = stream_delivered(12, b"ping", false);
+    let _lost_ack = answer_read_and_its_ack_held(&mut net, conn_a, conn_b, sid);
     // b ends its side; the packet with the bare FIN is lost too.
     net.b
         .driver
@@ -890,15 +876,8 @@ fn a_fin_that_comes_with_bytes_already_read_still_ends_the_stream() {
     let lost_fin = transmit_within(&mut net.b, Duration::from_secs(2));
     assert!(!lost_fin.is_empty(), "b sent no FIN");
     // From here nothing is lost: b's probe brings "pong" again, with the FIN.
-    let mut a_fin = false;
-    let ok = net.run_until(Duration::from_secs(5), |n| {
-        if let Some(mut s) = n.a.driver.stream(conn_a, sid) {
-            while let Ok((k, fin)) = s.recv(&mut buf) {
-                assert_eq!(k, 0, "bytes already read came again");
-                a_fin |= fin;
-            }
-        }
-        a_fin
-    });
-    assert!(ok, "a never learnt that b's side of the stream ended");
+    assert!(
+        fin_reaches_a(&mut net, conn_a, sid),
+        "a never learnt that b's side of the stream ended"
+    );
 }

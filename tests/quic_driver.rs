@@ -787,8 +787,9 @@ fn stream_delivered(
     (dir, net, conn_a, conn_b, sid)
 }
 
-/// b answers "pong" on the stream and a reads it; a's ACK for it is returned, not delivered.
-fn answer_read_and_its_ack_held(
+/// b answers "pong" on the stream and a reads it; a's ACK for it is returned, not delivered;
+/// then b ends its side with a bare FIN (written, not yet sent).
+fn answer_then_bare_fin(
     net: &mut Net,
     conn_a: ConnId,
     conn_b: ConnId,
@@ -813,6 +814,12 @@ fn answer_read_and_its_ack_held(
     assert_eq!((&buf[..n], fin), (&b"pong"[..], false));
     let ack = transmit_within(&mut net.a, Duration::from_secs(2));
     assert!(!ack.is_empty(), "a sent no ACK");
+    net.b
+        .driver
+        .stream(conn_b, sid)
+        .unwrap()
+        .send(&[], true)
+        .unwrap();
     ack
 }
 
@@ -840,14 +847,8 @@ fn fin_reaches_a(net: &mut Net, conn_a: ConnId, sid: u64) -> bool {
 #[test]
 fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
     let (_dir, mut net, conn_a, conn_b, sid) = stream_delivered(11, b"hello", true);
-    let ack = answer_read_and_its_ack_held(&mut net, conn_a, conn_b, sid);
-    // b ends its side with a bare FIN and, before it sends again, gets the ACK for "pong".
-    net.b
-        .driver
-        .stream(conn_b, sid)
-        .unwrap()
-        .send(&[], true)
-        .unwrap();
+    let ack = answer_then_bare_fin(&mut net, conn_a, conn_b, sid);
+    // Before b sends again, it gets the ACK for "pong".
     deliver(&mut net.b, ack);
     // The FIN must still reach a.
     assert!(
@@ -865,14 +866,8 @@ fn a_bare_fin_written_before_the_last_bytes_are_acknowledged_still_arrives() {
 #[test]
 fn a_fin_that_comes_with_bytes_already_read_still_ends_the_stream() {
     let (_dir, mut net, conn_a, conn_b, sid) = stream_delivered(12, b"ping", false);
-    let _lost_ack = answer_read_and_its_ack_held(&mut net, conn_a, conn_b, sid);
-    // b ends its side; the packet with the bare FIN is lost too.
-    net.b
-        .driver
-        .stream(conn_b, sid)
-        .unwrap()
-        .send(&[], true)
-        .unwrap();
+    let _lost_ack = answer_then_bare_fin(&mut net, conn_a, conn_b, sid);
+    // The packet with the bare FIN is lost too.
     let lost_fin = transmit_within(&mut net.b, Duration::from_secs(2));
     assert!(!lost_fin.is_empty(), "b sent no FIN");
     // From here nothing is lost: b's probe brings "pong" again, with the FIN.

@@ -286,14 +286,27 @@ fn over_budget(route: &str) {
         "over-budget links were not reset"
     );
     thread::sleep(Duration::from_secs(2));
-    // About 1 MiB each: 8 links over a 4 MiB budget lose 3 to 5, the longest-holding first.
-    let closed: Vec<bool> = links
-        .iter()
-        .map(|l| l.read_until_closed(Duration::from_millis(300)).is_ok())
-        .collect();
+    // Each link holds what quiche has unread plus its relay buffers: about 0.8 MiB until its
+    // first window update, then its whole window (1 MiB) and buffers. So 8 links over a 4 MiB
+    // budget lose 3 at first and up to 5 once the windows are full (a second wave, seconds
+    // later); with 2 shards each has half the budget and keeps one link: up to 6. Whatever the
+    // moment, the longest-holding go first and every reset closes its link: compared at an
+    // instant when no reset happened while the links were looked at.
+    let mut closed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let before = resets();
+        closed = links
+            .iter()
+            .map(|l| l.read_until_closed(Duration::from_millis(300)).is_ok())
+            .collect();
+        if resets() == before {
+            break;
+        }
+    }
     let k = closed.iter().take_while(|c| **c).count();
     assert!(
-        (3..=5).contains(&k) && closed[k..].iter().all(|c| !c),
+        (3..=6).contains(&k) && closed[k..].iter().all(|c| !c),
         "the longest-holding links go first: {closed:?}"
     );
     assert_eq!(resets(), k, "one reset per closed link");

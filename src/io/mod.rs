@@ -134,14 +134,19 @@ pub trait LocalConn {
     /// The backend reports the connection writable.
     fn on_writable(&mut self) {}
     /// A completion backend's send `id` ended with `res` (bytes sent, or `-errno`), carrying
-    /// `bytes`: true if it was this connection's (the link then runs again).
-    fn on_sent(&mut self, _id: u64, _res: i32, _bytes: bytes::Bytes) -> bool {
+    /// `bufs`: true if it was this connection's (the link then runs again).
+    fn on_sent(&mut self, _id: u64, _res: i32, _bufs: Vec<bytes::Bytes>) -> bool {
         false
     }
     /// Every byte the connection took is in the socket (a link ends only then: nothing it
     /// accepted is lost).
     fn flushed(&self) -> bool {
         true
+    }
+    /// Bytes the connection took that are not in the socket yet (a completion backend's
+    /// writer holds them): they count as the link's, like its relay buffer's.
+    fn unsent(&self) -> usize {
+        0
     }
 }
 

@@ -192,9 +192,10 @@ impl<S: LocalConn> Link<S> {
         self.holding_since
     }
 
-    /// Bytes in the relay buffer towards the local socket.
+    /// Bytes on their way to the local socket: in the relay buffer, and taken by the socket
+    /// but not in it yet (a ring writer's).
     pub fn buffered_to_local(&self) -> usize {
-        self.to_local.buffered()
+        self.to_local.buffered() + self.sock.unsent()
     }
 
     /// Bytes of memory the link's two relay buffers hold.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::io::local::LocalStream;
 use crate::io::syscalls::{self, Syscall};
-use crate::io::uring::local_send::{AfterSend, RingWriter, SharedOutbox};
+use crate::io::uring::local_send::{AfterSend, RingWriter, SendBufs, SharedOutbox};
 use crate::io::LocalConn;
 
 pub struct LinkSocket {
@@ -102,11 +102,11 @@ impl LocalConn for LinkSocket {
         }
     }
 
-    fn on_sent(&mut self, id: u64, res: i32, bytes: Bytes) -> bool {
+    fn on_sent(&mut self, id: u64, res: i32, bufs: SendBufs) -> bool {
         let Some(w) = &mut self.writer else {
             return false;
         };
-        match w.on_sent(id, res, bytes) {
+        match w.on_sent(id, res, bufs) {
             None => false,
             Some(AfterSend::Nothing) => {
                 // An interrupted send's bytes go again at once.
@@ -123,5 +123,9 @@ impl LocalConn for LinkSocket {
 
     fn flushed(&self) -> bool {
         self.writer.as_ref().is_none_or(RingWriter::flushed)
+    }
+
+    fn unsent(&self) -> usize {
+        self.writer.as_ref().map_or(0, RingWriter::unsent)
     }
 }

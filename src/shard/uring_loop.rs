@@ -107,7 +107,7 @@ impl UringShard {
         let local_addr = udp.local_addr();
         let gso = udp.capabilities().gso;
         let mut io = UringIo::start(ring, udp, Some(poll.as_raw_fd()));
-        let outbox = LocalOutbox::shared();
+        let outbox = LocalOutbox::shared(cfg.relay.buffer_size);
         local.write_through_ring(outbox.clone());
         io.set_local_outbox(outbox);
         tracing::info!(
@@ -170,8 +170,8 @@ impl UringShard {
                     link,
                     id,
                     res,
-                    bytes,
-                } => core.on_local_sent(link, id, res, bytes),
+                    bufs,
+                } => core.on_local_sent(link, id, res, bufs),
             });
             if self.local_ready {
                 self.poll_local()?;

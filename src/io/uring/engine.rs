@@ -21,8 +21,9 @@
 //! send errors are counted; QUIC recovers the loss.
 //!
 //! Local sends: the links' writes to their local connections, queued in a
-//! [`LocalOutbox`] during the turn, go on the ring as `SEND`s (`MSG_DONTWAIT`) right before the
-//! turn's enter; each completion goes back to its link's writer ([`Completion::LocalSent`]).
+//! [`LocalOutbox`] during the turn, go on the ring right before the turn's enter (`MSG_DONTWAIT`),
+//! as a `SEND` for one buffer or a `SENDMSG` gathering a link's buffers of the turn; each
+//! completion goes back to its link's writer ([`Completion::LocalSent`]).
 //!
 //! [`Slot`]: super::tx::Slot
 
@@ -35,10 +36,8 @@ use std::time::{Duration, Instant};
 use io_uring::types::{Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode};
 
-use bytes::Bytes;
-
 use super::bufring::BufRing;
-use super::local_send::{QueuedSend, SharedOutbox};
+use super::local_send::{QueuedSend, SendBufs, SharedOutbox};
 use super::recvmsg::{gro_segment, recv_template, sockaddr_from_bytes};
 use super::ring::Ring;
 use super::tx::Slots;
@@ -76,12 +75,12 @@ pub enum Completion<'a> {
     /// The watched descriptor is readable.
     Watched,
     /// Local send `id` of link `link` completed: `res` bytes went into the socket, or `-errno`.
-    /// `bytes` are what it carried.
+    /// `bufs` are what it carried.
     LocalSent {
         link: usize,
         id: u64,
         res: i32,
-        bytes: Bytes,
+        bufs: SendBufs,
     },
 }
 
@@ -129,9 +128,44 @@ struct KernelMemory {
     local: LocalSends,
 }
 
-/// Local sends on the ring, by slot (its `Token::LocalSend`): each owns its bytes and a share of
-/// its connection (so the descriptor stays open) until its completion is reaped.
-type LocalSends = slab::Slab<QueuedSend>;
+/// Local sends on the ring, by slot (its `Token::LocalSend`): each owns its bytes, a share of its
+/// connection (so the descriptor stays open) and, gathered, its message header until its
+/// completion is reaped.
+type LocalSends = slab::Slab<OnRing>;
+
+/// A local send on the ring.
+struct OnRing {
+    send: QueuedSend,
+    /// A gathered send's header and iovecs, which the kernel reads: boxed, so they stay put
+    /// when the slab grows. Never read here: kept alive for the kernel.
+    _gather: Option<Box<Gather>>,
+}
+
+struct Gather {
+    msg: libc::msghdr,
+    iov: Vec<libc::iovec>,
+}
+
+impl Gather {
+    /// A `msghdr` (no address, no control) over `bufs`: one iovec each.
+    fn new(bufs: &SendBufs) -> Box<Gather> {
+        let iov: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: an all-zero `msghdr` is valid (null pointers, zero lengths).
+        let mut g = Box::new(Gather {
+            msg: unsafe { std::mem::zeroed() },
+            iov,
+        });
+        g.msg.msg_iov = g.iov.as_mut_ptr();
+        g.msg.msg_iovlen = g.iov.len() as _;
+        g
+    }
+}
 
 pub struct UringIo {
     ring: Ring,
@@ -302,22 +336,41 @@ impl UringIo {
         let mut queued = 0;
         let mut outbox = outbox.borrow_mut();
         for q in outbox.take() {
-            let (fd, ptr, len) = (q.sock.as_raw_fd(), q.bytes.as_ptr(), q.bytes.len());
-            let len = u32::try_from(len).unwrap_or(u32::MAX);
-            let slot = self.mem.local.insert(q);
+            let fd = Fd(q.sock.as_raw_fd());
+            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            let (sqe, gather) = match &q.bufs[..] {
+                [one] => {
+                    let len = u32::try_from(one.len()).unwrap_or(u32::MAX);
+                    (
+                        opcode::Send::new(fd, one.as_ptr(), len)
+                            .flags(flags)
+                            .build(),
+                        None,
+                    )
+                }
+                _ => {
+                    let g = Gather::new(&q.bufs);
+                    let sqe = opcode::SendMsg::new(fd, &g.msg).flags(flags as u32).build();
+                    (sqe, Some(g))
+                }
+            };
+            let slot = self.mem.local.insert(OnRing {
+                send: q,
+                _gather: gather,
+            });
             let Ok(n) = u32::try_from(slot) else {
                 // Four billion sends in flight cannot happen; never hand the kernel a wrong slot.
-                self.local_unqueued.push(self.mem.local.remove(slot));
+                self.local_unqueued.push(self.mem.local.remove(slot).send);
                 continue;
             };
-            let sqe = opcode::Send::new(Fd(fd), ptr, len)
-                .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(Token::LocalSend(n).to_user_data());
-            // SAFETY: `ptr..ptr + len` lies in the `Bytes` of local send `n`, whose allocation
-            // cannot move or be freed while that `Bytes` lives; the send owns it (and a share
-            // of the connection, so `fd` stays open) in `mem` until its completion is reaped,
-            // and teardown waits for that or leaks `mem`. The kernel only reads the bytes.
+            let sqe = sqe.user_data(Token::LocalSend(n).to_user_data());
+            // SAFETY: the bytes the request names (one buffer, or the iovecs of a gathered
+            // send's header) lie in the `Bytes` of local send `n`, whose allocations cannot move
+            // or be freed while those `Bytes` live; a gathered send's `msghdr` and iovecs are
+            // boxed in the same entry (the slab moves the box, not what it points to). The entry
+            // owns all of it (and a share of the connection, so `fd` stays open) in `mem` until
+            // its completion is reaped, and teardown waits for that or leaks `mem`. The kernel
+            // only reads them.
             match unsafe { self.ring.push(&sqe) } {
                 Ok(()) => {
                     self.local_sends += 1;
@@ -326,7 +379,7 @@ impl UringIo {
                 Err(e) => {
                     // Not queued: the kernel never saw it. Its writer tries again.
                     self.log_error("local send", &e);
-                    self.local_unqueued.push(self.mem.local.remove(slot));
+                    self.local_unqueued.push(self.mem.local.remove(slot).send);
                 }
             }
         }
@@ -424,12 +477,12 @@ impl UringIo {
                     }
                 }
                 Some(Token::LocalSend(n)) => {
-                    if let Some(q) = self.mem.local.try_remove(n as usize) {
+                    if let Some(OnRing { send: q, .. }) = self.mem.local.try_remove(n as usize) {
                         on(Completion::LocalSent {
                             link: q.link,
                             id: q.id,
                             res,
-                            bytes: q.bytes,
+                            bufs: q.bufs,
                         });
                     }
                 }
@@ -441,7 +494,7 @@ impl UringIo {
                 link: q.link,
                 id: q.id,
                 res: -libc::EINTR,
-                bytes: q.bytes,
+                bufs: q.bufs,
             });
         }
         if received {

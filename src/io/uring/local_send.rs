@@ -6,8 +6,10 @@
 //! take?"): a [`RingWriter`] answers "all of them" and keeps a share of the bytes (a [`Bytes`] of
 //! the relay's block: no copy) in a [`QueuedSend`] that the engine turns into a `SEND` and owns
 //! until its completion. One send per connection is in flight at a time, so the bytes reach the
-//! socket in order; what arrives meanwhile waits in the relay and leaves with the next send, so
-//! a turn gathers a link's writes into one.
+//! socket in order. Until the turn's enter takes it, that send gathers the link's further writes
+//! of the turn (up to `relay.buffer_size` bytes, one iovec per buffer: a `SENDMSG`), so a link
+//! that the turn's datagrams feed several times still costs one request; what arrives once it is
+//! on the ring waits in the relay and leaves with the next send.
 //!
 //! Sends carry `MSG_DONTWAIT`: the kernel tries them once, at submission, and completes with what
 //! the socket took (or `EAGAIN`), rather than parking them until the socket has room. A full
@@ -15,15 +17,23 @@
 //! writer keeps the unsent rest and waits for the backend's writable readiness, as a `write(2)`
 //! caller would. Nothing the writer has accepted is dropped before the connection's end: the link
 //! finishes only once its writer is [`RingWriter::flushed`], and a `shutdown(SHUT_WR)` asked for
-//! meanwhile waits for the last byte.
+//! meanwhile waits for the last byte. The bytes it holds count as the link's
+//! ([`RingWriter::unsent`]) for the stall rules.
 
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use crate::io::local::LocalStream;
+
+/// A send's bytes: shares of the relay's blocks, in the order they go (one iovec each).
+pub type SendBufs = Vec<Bytes>;
+
+/// Most buffers one send gathers: far below `UIO_MAXIOV` (1024), and more than a turn brings a
+/// link (each buffer is up to a relay block, 64 KiB).
+pub const MAX_GATHER: usize = 64;
 
 /// A write the engine has yet to put on the ring (or has in flight).
 pub struct QueuedSend {
@@ -34,40 +44,97 @@ pub struct QueuedSend {
     /// The connection: shared, so its descriptor stays open until the send completes even if the
     /// link ends first.
     pub sock: Rc<LocalStream>,
-    /// The bytes: shared with the relay's block, kept alive by the request until it completes.
-    pub bytes: Bytes,
+    /// The bytes: shares of the relay's blocks, kept alive by the request until it completes.
+    pub bufs: SendBufs,
+}
+
+impl QueuedSend {
+    /// Bytes the send carries.
+    pub fn len(&self) -> usize {
+        self.bufs.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a writer's queued send sits in the outbox: the turn it was queued in and its index
+/// there (it is the writer's own only while the outbox is in that turn).
+#[derive(Clone, Copy)]
+struct Queued {
+    id: u64,
+    turn: u64,
+    index: usize,
 }
 
 /// The shard's queue of local sends, filled by the links' writers during a turn and emptied onto
 /// the ring before the turn's `io_uring_enter`.
-#[derive(Default)]
 pub struct LocalOutbox {
     queue: Vec<QueuedSend>,
     next_id: u64,
+    /// Incremented each time the engine takes the queue: a writer's send of an earlier turn is
+    /// on the ring and takes no more bytes.
+    turn: u64,
+    /// The most bytes one send gathers (`relay.buffer_size`).
+    gather_limit: usize,
 }
 
 pub type SharedOutbox = Rc<RefCell<LocalOutbox>>;
 
 impl LocalOutbox {
-    pub fn shared() -> SharedOutbox {
-        Rc::new(RefCell::new(LocalOutbox::default()))
+    /// An outbox whose sends gather at most `gather_limit` bytes each (`relay.buffer_size`:
+    /// a link then holds at most that much on the ring, besides its relay buffer).
+    pub fn shared(gather_limit: usize) -> SharedOutbox {
+        Rc::new(RefCell::new(LocalOutbox {
+            queue: Vec::new(),
+            next_id: 0,
+            turn: 0,
+            gather_limit: gather_limit.max(1),
+        }))
     }
 
-    /// Queues `bytes` for `sock` (link `link`); the send's id.
-    fn queue(&mut self, link: usize, sock: &Rc<LocalStream>, bytes: Bytes) -> u64 {
+    /// Queues `bytes` for `sock` (link `link`).
+    fn queue(&mut self, link: usize, sock: &Rc<LocalStream>, bufs: SendBufs) -> Queued {
         self.next_id += 1;
         let id = self.next_id;
+        let index = self.queue.len();
         self.queue.push(QueuedSend {
             link,
             id,
             sock: Rc::clone(sock),
-            bytes,
+            bufs,
         });
-        id
+        Queued {
+            id,
+            turn: self.turn,
+            index,
+        }
+    }
+
+    /// Adds as much of `bytes` as fits to send `at`, if it is still queued (not yet on the
+    /// ring); how many bytes it took.
+    fn gather(&mut self, at: Queued, bytes: &Bytes) -> usize {
+        if at.turn != self.turn {
+            return 0;
+        }
+        let limit = self.gather_limit;
+        let Some(q) = self.queue.get_mut(at.index).filter(|q| q.id == at.id) else {
+            return 0;
+        };
+        if q.bufs.len() >= MAX_GATHER {
+            return 0;
+        }
+        let n = limit.saturating_sub(q.len()).min(bytes.len());
+        if n > 0 {
+            q.bufs.push(bytes.slice(..n));
+        }
+        n
     }
 
     /// Everything queued since the last call, in order.
     pub fn take(&mut self) -> std::vec::Drain<'_, QueuedSend> {
+        self.turn += 1;
         self.queue.drain(..)
     }
 
@@ -80,16 +147,18 @@ impl LocalOutbox {
 pub struct RingWriter {
     outbox: SharedOutbox,
     link: usize,
-    /// The send in flight (queued or on the ring): its id.
-    in_flight: Option<u64>,
+    /// The send in flight (queued or on the ring).
+    in_flight: Option<Queued>,
     /// Bytes a send did not get into the socket (it was full): they go first, once it is writable.
-    rest: Bytes,
+    rest: SendBufs,
     /// The socket was full: no send until the backend reports it writable.
     wait_writable: bool,
     /// `shutdown(SHUT_WR)` was asked for while bytes were still on their way.
     shutdown_pending: bool,
     /// A send failed: reported by the next write.
     error: Option<io::Error>,
+    /// Bytes accepted that are not in the socket yet (on the ring or in `rest`).
+    unsent: usize,
     /// Bytes that went into the socket.
     sent: u64,
 }
@@ -108,29 +177,38 @@ impl RingWriter {
             outbox,
             link,
             in_flight: None,
-            rest: Bytes::new(),
+            rest: SendBufs::new(),
             wait_writable: false,
             shutdown_pending: false,
             error: None,
+            unsent: 0,
             sent: 0,
         }
     }
 
-    /// Takes `bytes` (all of them) if no send is on its way, else none: `Ok(0)`, as a full socket
-    /// answers. A failed earlier send is reported here (`BrokenPipe` and the like: the local end
-    /// has gone).
+    /// Takes `bytes`: all of them when no send is on its way; as many as the send still queued
+    /// for this turn gathers (up to the outbox's limit); else none, `Ok(0)`, as a full socket
+    /// answers. A failed earlier send is reported here (`BrokenPipe` and the like: the local
+    /// end has gone).
     pub fn write(&mut self, sock: &Rc<LocalStream>, bytes: &Bytes) -> io::Result<usize> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        if self.in_flight.is_some() || self.wait_writable || bytes.is_empty() {
+        if bytes.is_empty() {
             return Ok(0);
         }
-        if self.resume(sock) {
-            return Ok(0);
+        if self.in_flight.is_none() && !self.wait_writable && !self.resume(sock) {
+            self.unsent += bytes.len();
+            self.send(sock, vec![bytes.clone()]);
+            return Ok(bytes.len());
         }
-        self.send(sock, bytes.clone());
-        Ok(bytes.len())
+        // A send is on its way (perhaps the rest's, just queued): it may gather these bytes.
+        let Some(at) = self.in_flight else {
+            return Ok(0);
+        };
+        let n = self.outbox.borrow_mut().gather(at, bytes);
+        self.unsent += n;
+        Ok(n)
     }
 
     /// Sends the rest a full socket left, if it may go now (nothing in flight, no wait for
@@ -149,34 +227,41 @@ impl RingWriter {
         true
     }
 
-    fn send(&mut self, sock: &Rc<LocalStream>, bytes: Bytes) {
-        let id = self.outbox.borrow_mut().queue(self.link, sock, bytes);
-        self.in_flight = Some(id);
+    fn send(&mut self, sock: &Rc<LocalStream>, bufs: SendBufs) {
+        self.in_flight = Some(self.outbox.borrow_mut().queue(self.link, sock, bufs));
     }
 
-    /// Send `id` completed with `res` (bytes sent, or `-errno`); `bytes` are what it carried.
-    /// False if it is not this writer's send (a completion for an earlier link of the same
+    /// Send `id` completed with `res` (bytes sent, or `-errno`); `bufs` are what it carried.
+    /// `None` if it is not this writer's send (a completion for an earlier link of the same
     /// number).
-    pub fn on_sent(&mut self, id: u64, res: i32, bytes: Bytes) -> Option<AfterSend> {
-        if self.in_flight != Some(id) {
+    pub fn on_sent(&mut self, id: u64, res: i32, mut bufs: SendBufs) -> Option<AfterSend> {
+        if self.in_flight.map(|q| q.id) != Some(id) {
             return None;
         }
         self.in_flight = None;
         if res >= 0 {
-            let n = (res as usize).min(bytes.len());
+            let mut n = res as usize;
             self.sent += n as u64;
-            if n < bytes.len() {
-                // The socket took part: the rest goes first once it has room.
-                self.rest = bytes.slice(n..);
+            self.unsent = self.unsent.saturating_sub(n);
+            // What the socket did not take goes first once it has room.
+            bufs.retain_mut(|b| {
+                let k = n.min(b.len());
+                b.advance(k);
+                n -= k;
+                !b.is_empty()
+            });
+            if !bufs.is_empty() {
+                self.rest = bufs;
                 self.wait_writable = true;
             }
         } else if -res == libc::EAGAIN || -res == libc::EINTR {
-            self.rest = bytes;
+            self.rest = bufs;
             self.wait_writable = -res == libc::EAGAIN;
         } else {
             // What `write(2)` would have said; what was not sent is the local end's loss (it has
             // gone or failed).
-            self.rest = Bytes::new();
+            self.rest = SendBufs::new();
+            self.unsent = 0;
             self.error = Some(io::Error::from_raw_os_error(-res));
         }
         if self.shutdown_pending && self.flushed() {
@@ -206,9 +291,9 @@ impl RingWriter {
         self.in_flight.is_none() && (self.rest.is_empty() || self.error.is_some())
     }
 
-    /// Bytes accepted but not yet in the socket.
+    /// Bytes accepted but not yet in the socket (on the ring, or kept for when it has room).
     pub fn unsent(&self) -> usize {
-        self.rest.len()
+        self.unsent
     }
 
     pub fn sent(&self) -> u64 {
@@ -234,49 +319,70 @@ mod tests {
         q.pop().unwrap()
     }
 
+    fn joined(bufs: &SendBufs) -> Vec<u8> {
+        bufs.concat()
+    }
+
     #[test]
-    fn one_send_in_flight_and_the_rest_of_a_partial_send_goes_first() {
-        let outbox = LocalOutbox::shared();
+    fn a_turns_writes_gather_into_one_send_and_the_rest_of_a_partial_send_goes_first() {
+        let outbox = LocalOutbox::shared(1 << 20);
         let (s, _peer) = sock();
         let mut w = RingWriter::new(outbox.clone(), 7);
-        let a = Bytes::from_static(b"hello world");
-        assert_eq!(w.write(&s, &a).unwrap(), 11);
+        assert_eq!(w.write(&s, &Bytes::from_static(b"hello")).unwrap(), 5);
         assert!(!w.flushed());
-        // A second write waits for the first.
-        assert_eq!(w.write(&s, &Bytes::from_static(b"next")).unwrap(), 0);
+        // Until the enter takes it, the send gathers the turn's next writes.
+        assert_eq!(w.write(&s, &Bytes::from_static(b" world")).unwrap(), 6);
         let q = take_one(&outbox);
-        assert_eq!((q.link, &q.bytes[..]), (7, &b"hello world"[..]));
-        // The socket took 5 bytes: the rest waits for writable, then goes before anything new.
-        assert_eq!(w.on_sent(q.id, 5, q.bytes), Some(AfterSend::Nothing));
+        assert_eq!((q.link, q.bufs.len()), (7, 2));
+        assert_eq!(joined(&q.bufs), b"hello world");
+        // On the ring: a write waits for its completion.
+        assert_eq!(w.write(&s, &Bytes::from_static(b"next")).unwrap(), 0);
+        // The socket took 7 bytes, the first buffer and part of the second: the rest waits for
+        // writable, then goes before anything new.
+        assert_eq!(w.on_sent(q.id, 7, q.bufs), Some(AfterSend::Nothing));
         assert!(!w.flushed());
-        assert_eq!(w.unsent(), 6);
+        assert_eq!(w.unsent(), 4);
         assert_eq!(w.write(&s, &Bytes::from_static(b"next")).unwrap(), 0);
         assert!(
             outbox.borrow().is_empty(),
             "no send before the socket has room"
         );
         w.on_writable();
-        // The rest goes without any new bytes to write (the relay may have none).
+        // The rest goes without any new bytes to write (the relay may have none), and a write
+        // of the same turn joins it.
         assert!(w.resume(&s));
-        assert_eq!(w.write(&s, &Bytes::from_static(b"next")).unwrap(), 0);
-        let q = take_one(&outbox);
-        assert_eq!(&q.bytes[..], b" world");
-        assert_eq!(w.on_sent(q.id, 6, q.bytes), Some(AfterSend::Nothing));
-        assert!(w.flushed());
-        assert_eq!(w.sent(), 11);
         assert_eq!(w.write(&s, &Bytes::from_static(b"next")).unwrap(), 4);
+        let q = take_one(&outbox);
+        assert_eq!(joined(&q.bufs), b"orldnext");
+        assert_eq!(w.on_sent(q.id, 8, q.bufs), Some(AfterSend::Nothing));
+        assert!(w.flushed());
+        assert_eq!((w.sent(), w.unsent()), (15, 0));
+    }
+
+    #[test]
+    fn a_send_gathers_no_more_than_the_limit() {
+        let outbox = LocalOutbox::shared(10);
+        let (s, _peer) = sock();
+        let mut w = RingWriter::new(outbox.clone(), 1);
+        // The first write of a turn is taken whole (the relay's buffer bounds it).
+        assert_eq!(w.write(&s, &Bytes::from_static(b"abcdefgh")).unwrap(), 8);
+        assert_eq!(w.write(&s, &Bytes::from_static(b"ijkl")).unwrap(), 2);
+        assert_eq!(w.write(&s, &Bytes::from_static(b"kl")).unwrap(), 0);
+        assert_eq!(w.unsent(), 10);
+        let q = take_one(&outbox);
+        assert_eq!(joined(&q.bufs), b"abcdefghij");
     }
 
     #[test]
     fn eagain_keeps_everything_and_a_stale_completion_is_ignored() {
-        let outbox = LocalOutbox::shared();
+        let outbox = LocalOutbox::shared(1 << 20);
         let (s, _peer) = sock();
         let mut w = RingWriter::new(outbox.clone(), 1);
         w.write(&s, &Bytes::from_static(b"abc")).unwrap();
         let q = take_one(&outbox);
-        assert_eq!(w.on_sent(q.id + 100, 3, q.bytes.clone()), None);
+        assert_eq!(w.on_sent(q.id + 100, 3, q.bufs.clone()), None);
         assert_eq!(
-            w.on_sent(q.id, -libc::EAGAIN, q.bytes),
+            w.on_sent(q.id, -libc::EAGAIN, q.bufs),
             Some(AfterSend::Nothing)
         );
         assert_eq!(w.unsent(), 3);
@@ -285,26 +391,27 @@ mod tests {
 
     #[test]
     fn shutdown_waits_for_the_bytes_on_their_way() {
-        let outbox = LocalOutbox::shared();
+        let outbox = LocalOutbox::shared(1 << 20);
         let (s, _peer) = sock();
         let mut w = RingWriter::new(outbox.clone(), 1);
         assert!(w.shutdown_now(), "nothing on its way: at once");
         w.write(&s, &Bytes::from_static(b"abc")).unwrap();
         assert!(!w.shutdown_now());
         let q = take_one(&outbox);
-        assert_eq!(w.on_sent(q.id, 3, q.bytes), Some(AfterSend::Shutdown));
+        assert_eq!(w.on_sent(q.id, 3, q.bufs), Some(AfterSend::Shutdown));
         assert!(w.flushed());
     }
 
     #[test]
     fn a_failed_send_is_the_next_writes_error() {
-        let outbox = LocalOutbox::shared();
+        let outbox = LocalOutbox::shared(1 << 20);
         let (s, _peer) = sock();
         let mut w = RingWriter::new(outbox.clone(), 1);
         w.write(&s, &Bytes::from_static(b"abc")).unwrap();
         let q = take_one(&outbox);
-        w.on_sent(q.id, -libc::EPIPE, q.bytes);
+        w.on_sent(q.id, -libc::EPIPE, q.bufs);
         assert!(w.flushed());
+        assert_eq!(w.unsent(), 0);
         let e = w.write(&s, &Bytes::from_static(b"x")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
     }

@@ -58,6 +58,7 @@ impl<L: LocalIo> ShardCore<L> {
     /// Resets the links the stall rules say are due (see `stall.rs`).
     pub(super) fn reset_stalled(&mut self, now: Instant) {
         self.next_stall_check = None;
+        self.stalls.expire(now);
         let due = self.stalls.due(now, |k| self.held_bytes(k));
         for (key, verdict) in due {
             let Some(link) = self.links.get(key) else {

@@ -110,9 +110,9 @@ impl<L: LocalIo> ShardCore<L> {
 
     /// A completion backend's local send `id` for link `key` ended (see [`LocalConn::on_sent`]):
     /// the link runs again if it was its send.
-    pub fn on_local_sent(&mut self, key: usize, id: u64, res: i32, bytes: bytes::Bytes) {
+    pub fn on_local_sent(&mut self, key: usize, id: u64, res: i32, bufs: Vec<bytes::Bytes>) {
         if let Some(link) = self.links.get_mut(key) {
-            if link.sock.on_sent(id, res, bytes) {
+            if link.sock.on_sent(id, res, bufs) {
                 self.dirty.push(key);
             }
         }
@@ -155,11 +155,11 @@ impl<L: LocalIo> ShardCore<L> {
             (None, None) => {
                 // The common case (nothing stalled anywhere) costs no map lookup.
                 if !self.stalls.is_empty() {
-                    self.stalls.remove(key);
+                    self.stalls.update(key, None, None, now);
                 }
             }
             (stalled, holding) => {
-                self.stalls.update(key, stalled, holding);
+                self.stalls.update(key, stalled, holding, now);
                 if self.next_stall_check.is_none() {
                     self.next_stall_check = Some(now + stall::CHECK_EVERY);
                 }

@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 pub const STALL_GRACE: Duration = Duration::from_secs(1);
 /// How often stalled and holding links are looked at (when there are any).
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// A link that holds again within this long after it stopped keeps its holding age: a slow
+/// reader whose socket takes a burst now and then (its relay buffer empties for a moment,
+/// quiche's unread bytes do not) has been holding all along, and must not look younger than
+/// the links that opened after it.
+pub const HOLDING_GAP: Duration = Duration::from_millis(250);
 
 /// Why a link is reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +37,16 @@ pub enum StallVerdict {
     OverBudget,
 }
 
+/// A link's holding: since when, and since when it has not held (within [`HOLDING_GAP`]).
+#[derive(Clone, Copy)]
+struct Holding {
+    since: Instant,
+    paused: Option<Instant>,
+}
+
 pub struct StallTracker {
     stalled: HashMap<usize, Instant>,
-    holding: HashMap<usize, Instant>,
+    holding: HashMap<usize, Holding>,
     timeout: Duration,
     budget: u64,
 }
@@ -55,10 +67,47 @@ impl StallTracker {
         self.budget = budget;
     }
 
-    /// Records a link's state after a pump.
-    pub fn update(&mut self, key: usize, stalled: Option<Instant>, holding: Option<Instant>) {
+    /// Records a link's state after a pump at `now`.
+    pub fn update(
+        &mut self,
+        key: usize,
+        stalled: Option<Instant>,
+        holding: Option<Instant>,
+        now: Instant,
+    ) {
         set(&mut self.stalled, key, stalled);
-        set(&mut self.holding, key, holding);
+        match (holding, self.holding.get_mut(&key)) {
+            (Some(since), Some(h)) => {
+                // Holding again within the gap: the age goes on from the first start.
+                if h.paused
+                    .take()
+                    .is_some_and(|p| now.saturating_duration_since(p) >= HOLDING_GAP)
+                {
+                    h.since = since;
+                }
+            }
+            (Some(since), None) => {
+                self.holding.insert(
+                    key,
+                    Holding {
+                        since,
+                        paused: None,
+                    },
+                );
+            }
+            (None, Some(h)) => {
+                h.paused.get_or_insert(now);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Forgets the links that stopped holding longer than [`HOLDING_GAP`] ago.
+    pub fn expire(&mut self, now: Instant) {
+        self.holding.retain(|_, h| {
+            h.paused
+                .is_none_or(|p| now.saturating_duration_since(p) < HOLDING_GAP)
+        });
     }
 
     pub fn remove(&mut self, key: usize) {
@@ -71,7 +120,7 @@ impl StallTracker {
         self.stalled.len()
     }
 
-    /// Links holding credit now.
+    /// Links holding credit now (or stopped for less than [`HOLDING_GAP`]).
     pub fn holding(&self) -> usize {
         self.holding.len()
     }
@@ -91,11 +140,11 @@ impl StallTracker {
         let mut graced: Vec<(Instant, usize, u64)> = self
             .holding
             .iter()
-            .filter(|(k, t)| {
-                now.saturating_duration_since(**t) >= STALL_GRACE
+            .filter(|(k, h)| {
+                now.saturating_duration_since(h.since) >= STALL_GRACE
                     && !out.iter().any(|(o, _)| o == *k)
             })
-            .map(|(k, t)| (*t, *k, held(*k)))
+            .map(|(k, h)| (h.since, *k, held(*k)))
             .collect();
         graced.sort_unstable();
         let mut total: u64 = graced.iter().map(|(_, _, b)| *b).sum();
@@ -131,10 +180,10 @@ mod tests {
     fn a_link_stalled_past_the_timeout_is_due_and_one_that_drains_is_not() {
         let t0 = Instant::now();
         let mut s = StallTracker::new(Duration::from_millis(500), 64 * MIB);
-        s.update(1, Some(t0), None);
-        s.update(2, Some(t0), None);
+        s.update(1, Some(t0), None, t0);
+        s.update(2, Some(t0), None, t0);
         assert!(s.due(t0 + Duration::from_millis(400), |_| 0).is_empty());
-        s.update(2, None, None);
+        s.update(2, None, None, t0);
         // The timeout applies even when it is shorter than the budget's grace.
         assert_eq!(
             s.due(t0 + Duration::from_millis(500), |_| 0),
@@ -149,7 +198,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = StallTracker::new(Duration::from_secs(60), 3 * MIB);
         for k in 0..5 {
-            s.update(k, None, Some(t0 + Duration::from_millis(10 * k as u64)));
+            s.update(k, None, Some(t0 + Duration::from_millis(10 * k as u64)), t0);
         }
         // Within the grace nobody counts.
         assert!(s.due(t0 + Duration::from_millis(500), |_| MIB).is_empty());
@@ -165,9 +214,36 @@ mod tests {
     fn a_link_due_for_its_timeout_is_not_counted_twice() {
         let t0 = Instant::now();
         let mut s = StallTracker::new(Duration::from_secs(1), MIB);
-        s.update(1, Some(t0), Some(t0));
-        s.update(2, None, Some(t0 + Duration::from_millis(1)));
+        s.update(1, Some(t0), Some(t0), t0);
+        s.update(2, None, Some(t0 + Duration::from_millis(1)), t0);
         let due = s.due(t0 + Duration::from_secs(5), |_| MIB);
         assert_eq!(due, vec![(1, StallVerdict::Timeout)]);
+    }
+
+    #[test]
+    fn a_moments_gap_keeps_a_links_holding_age_and_a_long_one_ends_it() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = StallTracker::new(Duration::from_secs(60), MIB);
+        s.update(1, None, Some(t0), t0);
+        s.update(2, None, Some(ms(10)), ms(10));
+        // Link 1's buffer empties for a moment, then fills again: it is still the older.
+        s.update(1, None, None, ms(20));
+        s.update(1, None, Some(ms(30)), ms(30));
+        assert_eq!(
+            s.due(ms(2000), |_| MIB),
+            vec![(1, StallVerdict::OverBudget)]
+        );
+        // Link 1 stops holding for longer than the gap: forgotten, and a new start is young.
+        s.update(1, None, None, ms(2000));
+        s.expire(ms(2100));
+        assert_eq!(s.holding(), 2);
+        s.expire(ms(2000) + HOLDING_GAP);
+        assert_eq!(s.holding(), 1);
+        s.update(1, None, Some(ms(2400)), ms(2400));
+        assert_eq!(
+            s.due(ms(3500), |_| MIB),
+            vec![(2, StallVerdict::OverBudget)]
+        );
     }
 }

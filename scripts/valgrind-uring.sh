@@ -19,7 +19,9 @@
 # - RLINKD_URING_WAIT_CAP=10ms: valgrind does not treat io_uring_enter as a blocking system call
 #   and keeps its global lock while a shard waits in it, so no other thread (signals,
 #   supervisor, admin endpoint) ever runs; the cap bounds each wait and the shard yields its
-#   thread between turns.
+#   thread between turns. The same setting zeroes the room of each link's read on the ring
+#   (heap memory the kernel fills without a system call valgrind sees: unzeroed, every byte
+#   read would look uninitialised).
 # - Memory the kernel writes through the rings (completions, provided buffers) is written
 #   without a system call valgrind sees. It is anonymous or ring mappings that valgrind already
 #   counts as defined, so this gives no false "uninitialised" reports; it does mean that what

@@ -434,8 +434,10 @@ impl NodeConfig {
     /// in one `io_uring_enter`, and the shard yields its thread between turns. Not for
     /// production: for running the node under valgrind, whose 3.19 does not treat
     /// `io_uring_enter` as a blocking system call and keeps its global lock through the wait,
-    /// so no other thread (signals, supervisor, admin) runs while a shard waits. Unset, empty
-    /// or not a duration: no cap (an invalid value is named in a warning).
+    /// so no other thread (signals, supervisor, admin) runs while a shard waits. With it, the
+    /// room each local read on the ring is given is zeroed first: valgrind cannot see the
+    /// kernel's writes through the ring and would take the bytes read for uninitialised.
+    /// Unset, empty or not a duration: no cap (an invalid value is named in a warning).
     pub fn uring_wait_cap(&self) -> Option<Duration> {
         let v = std::env::var("RLINKD_URING_WAIT_CAP").ok()?;
         if v.trim().is_empty() {

@@ -143,6 +143,27 @@ pub trait LocalConn {
     fn flushed(&self) -> bool {
         true
     }
+    /// True when reads complete on the backend's ring: the relay lends room
+    /// ([`LocalConn::recv_into`]) and later takes what arrived ([`LocalConn::take_received`])
+    /// instead of calling [`LocalConn::read_buf`] when told the socket is readable.
+    fn reads_on_ring(&self) -> bool {
+        false
+    }
+    /// Reads at most `len` bytes into `room`'s spare capacity, on the ring.
+    fn recv_into(&mut self, _room: bytes::BytesMut, _len: usize) {}
+    /// A read is on the ring, or its result waits to be taken: lend no room now.
+    fn recv_busy(&self) -> bool {
+        false
+    }
+    /// What the last read on the ring brought, once.
+    fn take_received(&mut self) -> Option<crate::io::uring::local_recv::Received> {
+        None
+    }
+    /// A completion backend's read `id` ended with `res` (bytes read into `buf`, or `-errno`):
+    /// true if it was this connection's (the link then runs again).
+    fn on_received(&mut self, _id: u64, _res: i32, _buf: bytes::BytesMut) -> bool {
+        false
+    }
     /// Bytes the connection took that are not in the socket yet (a completion backend's
     /// writer holds them): they count as the link's, like its relay buffer's.
     fn unsent(&self) -> usize {

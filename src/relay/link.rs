@@ -91,6 +91,8 @@ pub struct Link<S> {
     discard_local: bool,
     /// Bytes dropped that way (logged at the link's end).
     pub discarded: u64,
+    /// Reads on the ring: the local socket's end (or failure) has been read; no more reads.
+    ring_read_ended: bool,
     /// Since when the bytes for the local socket have filled the relay buffer, so the rest stays
     /// unread in quiche and holds connection credit (see `shard/core/stall.rs`).
     holding_since: Option<Instant>,
@@ -156,6 +158,7 @@ impl<S: LocalConn> Link<S> {
             router_replied: false,
             discard_local: false,
             discarded: 0,
+            ring_read_ended: false,
             holding_since: None,
             stop_reading_stream: None,
             stream_read_stopped: false,
@@ -362,7 +365,9 @@ impl<S: LocalConn> Link<S> {
                     None => {}
                 }
             }
-            if self.local_readable && self.discard_local {
+            if self.sock.reads_on_ring() {
+                progress |= self.take_ring_read(max_read)?;
+            } else if self.local_readable && self.discard_local {
                 self.discard_local_input()?;
             } else if self.local_readable {
                 let (sock, readable) = (&mut self.sock, &mut self.local_readable);
@@ -391,7 +396,11 @@ impl<S: LocalConn> Link<S> {
 
             let Some(s) = stream.as_mut() else {
                 // No stream yet: a client that leaves before it opens is simply done.
-                return Ok(self.from_local.source_ended());
+                if self.from_local.source_ended() {
+                    return Ok(true);
+                }
+                self.arm_ring_read(max_read);
+                return Ok(false);
             };
             if !self.fin_sent {
                 match self.from_local.drain_shared(|b| stream_write_shared(s, b)) {
@@ -483,6 +492,8 @@ impl<S: LocalConn> Link<S> {
                 return Ok(true);
             }
             if !progress {
+                // The next read goes on the ring once the pipe has given the sink what it could.
+                self.arm_ring_read(max_read);
                 if !self.to_local.is_full() {
                     self.holding_since = None;
                 } else if self.holding_since.is_none() {
@@ -490,6 +501,61 @@ impl<S: LocalConn> Link<S> {
                 }
                 return Ok(false);
             }
+        }
+    }
+
+    /// Reads on the ring: takes what the last read brought into the room this pipe lent (a
+    /// completion wakes the link: [`LocalConn::on_received`]; no readiness event is involved).
+    /// True if bytes (or the end) arrived.
+    fn take_ring_read(&mut self, max_read: usize) -> Result<bool, LinkEnd> {
+        use crate::io::uring::local_recv::Received;
+        let mut progress = false;
+        match self.sock.take_received() {
+            None => {}
+            Some(Received::Data(mut chunk, lent)) => {
+                if self.discard_local {
+                    // Read into scratch room (or into a block an abort has let go of).
+                    self.discarded += chunk.len() as u64;
+                } else {
+                    if chunk.len() > max_read {
+                        // The node began draining while this read was parked: the bytes past
+                        // the frame in progress are dropped, as if they had stayed unread.
+                        self.discarded += (chunk.len() - max_read) as u64;
+                        chunk.truncate(max_read);
+                    }
+                    progress |= !chunk.is_empty();
+                    self.from_local.give_back(chunk, lent);
+                }
+            }
+            Some(Received::End) => {
+                self.ring_read_ended = true;
+                if !self.from_local.source_ended() {
+                    self.from_local.end_source();
+                    progress = true;
+                }
+            }
+            Some(Received::Failed(e)) => {
+                self.ring_read_ended = true;
+                if !self.discard_local {
+                    return Err(LinkEnd::Local(e));
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Reads on the ring: lends room for the next read (at most `max_read` bytes), when none is
+    /// on its way and the pipe has room worth a request.
+    fn arm_ring_read(&mut self, max_read: usize) {
+        const DISCARD_ROOM: usize = 16 << 10;
+        if !self.sock.reads_on_ring() || self.ring_read_ended || self.sock.recv_busy() {
+            return;
+        }
+        if self.discard_local {
+            self.sock
+                .recv_into(BytesMut::with_capacity(DISCARD_ROOM), DISCARD_ROOM);
+        } else if let Some((room, len)) = self.from_local.lend(max_read) {
+            self.sock.recv_into(room, len);
         }
     }
 

@@ -289,6 +289,54 @@ impl Pipe {
         }
     }
 
+    /// Lends the room the next read may fill (at most `max` bytes) to a source that fills it
+    /// later, on its own (a read on the ring): the block's spare capacity, split off so the
+    /// source owns it while the kernel writes it; its size is the second value. `None` when
+    /// nothing should be read now: full, ended, `max` 0, or so nearly full that the read would
+    /// bring a few bytes at the cost of a request (or need the block's unsent bytes copied to a
+    /// new one): the sink takes them first, and the caller lends again after it has. Give the
+    /// room back with [`Pipe::give_back`] before lending again: nothing else of the pipe reads
+    /// into the block meanwhile.
+    pub fn lend(&mut self, max: usize) -> Option<(BytesMut, usize)> {
+        if max == 0 || self.source_ended || self.is_full() {
+            return None;
+        }
+        let unsent = self.unsent();
+        if unsent > 0 && self.capacity - unsent < MIN_ROOM.min(self.capacity) {
+            return None;
+        }
+        if self.buf.capacity() - self.buf.len() < MIN_ROOM.min(self.block) {
+            if self.buf.len() > MIN_ROOM {
+                return None;
+            }
+            self.new_block();
+        }
+        let room = (self.buf.capacity() - self.buf.len())
+            .min(self.capacity - self.unsent())
+            .min(max);
+        let len = self.buf.len();
+        Some((self.buf.split_off(len), room))
+    }
+
+    /// Takes back room lent by [`Pipe::lend`] (`lent` bytes of it offered), holding what the
+    /// source read into it. It joins the block where it was split off (no copy); only if the
+    /// block's end moved meanwhile (a dropped PING cut out of it) are the bytes copied, and
+    /// counted.
+    pub fn give_back(&mut self, chunk: BytesMut, lent: usize) {
+        let n = chunk.len();
+        let contiguous =
+            self.buf.is_empty() || self.buf.as_ptr().wrapping_add(self.buf.len()) == chunk.as_ptr();
+        if !contiguous {
+            self.copied += n as u64;
+        }
+        self.buf.unsplit(chunk);
+        self.bytes_in += n as u64;
+        if n > 0 && n == lent && self.buf.len() == self.buf.capacity() {
+            // The source had at least as much as the block held: a busy link.
+            self.block = (self.block * 4).min(self.capacity).min(MAX_BLOCK);
+        }
+    }
+
     /// Room for reading: the block's unsent bytes (a partial header, or checked bytes a slow
     /// sink has not taken) move to the front of a block of `self.block` bytes (or a little more
     /// when they fill it). That is the same
@@ -516,6 +564,54 @@ mod tests {
             }
             assert!(took_in || took_out > 0, "pipe stalled");
         }
+    }
+
+    /// Frames read into lent room (a read on the ring) come out whole and in order, through a
+    /// sharing sink, and join their block where they were read: nothing is copied.
+    #[test]
+    fn lent_room_holds_what_a_ring_read_brings_and_joins_its_block_without_a_copy() {
+        let mut input = vec![0x7f, 0xf2, 0, 0];
+        for i in 0..200u32 {
+            input.extend(frame(&i.to_be_bytes().repeat(1 + i as usize % 50)));
+        }
+        let mut pipe = Pipe::new(64 << 10, Opening::ClientRequest, 1 << 24);
+        let (mut out, mut pos) = (Vec::new(), 0);
+        while pos < input.len() || !pipe.is_empty() {
+            if let Some((mut room, len)) = pipe.lend(usize::MAX) {
+                assert!(room.is_empty() && len <= room.capacity());
+                // The kernel writes the room later; up to 700 bytes at a time here.
+                let n = len.min(700).min(input.len() - pos);
+                room.extend_from_slice(&input[pos..pos + n]);
+                pos += n;
+                pipe.give_back(room, len);
+            }
+            pipe.check().unwrap();
+            pipe.drain_shared::<()>(|b| {
+                out.extend_from_slice(b);
+                Ok(b.len())
+            })
+            .unwrap();
+        }
+        assert_eq!(out, input);
+        assert_eq!(pipe.bytes_in(), input.len() as u64);
+        // Blocks are replaced as they fill, never compacted: the sink shares them.
+        assert_eq!(pipe.bytes_copied(), 0);
+    }
+
+    /// A full pipe lends nothing; nor does one whose source ended.
+    #[test]
+    fn nothing_is_lent_when_full_or_ended() {
+        let mut pipe = Pipe::new(64, Opening::ClientRequest, 1 << 24);
+        let (mut room, len) = pipe.lend(usize::MAX).unwrap();
+        assert_eq!(len, 64);
+        room.extend_from_slice(&[0u8; 64]);
+        pipe.give_back(room, len);
+        assert!(pipe.is_full() && pipe.lend(usize::MAX).is_none());
+        let mut pipe = Pipe::new(64, Opening::ClientRequest, 1 << 24);
+        assert_eq!(pipe.lend(10).map(|(_, n)| n), Some(10));
+        let mut pipe = Pipe::new(64, Opening::ClientRequest, 1 << 24);
+        pipe.end_source();
+        assert!(pipe.lend(usize::MAX).is_none());
     }
 
     /// Pushes `input` through a pipe in chunks of `chunk` with a copying sink taking at most

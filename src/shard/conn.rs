@@ -1,8 +1,11 @@
 //! [`LinkSocket`]: a link's local connection as the shard core holds it, the same type on both
 //! backends. On mio every call is a system call on the socket. On io_uring the relay's writes go
-//! through a [`RingWriter`] (a `SEND` on the shard's ring, batched with the turn's other I/O) and
-//! the socket is shared with the sends in flight, so its descriptor outlives the link until the
-//! last of them completes.
+//! through a [`RingWriter`] (a `SEND` on the shard's ring, batched with the turn's other I/O),
+//! its reads through a [`RingReader`] (a `RECV` parked on the ring, into room the relay lends),
+//! and the socket is shared with the requests in flight, so its descriptor outlives the link
+//! until the last of them completes. On io_uring the socket is in the shard's epoll set only
+//! until its first writable event (`EPOLLONESHOT`: a route connect's completion); after that
+//! nothing about it goes through readiness.
 
 use std::io;
 use std::rc::Rc;
@@ -11,6 +14,7 @@ use bytes::Bytes;
 
 use crate::io::local::LocalStream;
 use crate::io::syscalls::{self, Syscall};
+use crate::io::uring::local_recv::{Received, RingReader};
 use crate::io::uring::local_send::{AfterSend, RingWriter, SendBufs, SharedOutbox};
 use crate::io::LocalConn;
 
@@ -18,6 +22,8 @@ pub struct LinkSocket {
     stream: Rc<LocalStream>,
     /// Writes through the ring (io_uring backend, once the core keeps the connection).
     writer: Option<RingWriter>,
+    /// Reads through the ring, likewise.
+    reader: Option<RingReader>,
 }
 
 impl LinkSocket {
@@ -25,6 +31,7 @@ impl LinkSocket {
         LinkSocket {
             stream: Rc::new(stream),
             writer: None,
+            reader: None,
         }
     }
 
@@ -32,9 +39,10 @@ impl LinkSocket {
         &self.stream
     }
 
-    /// From now on writes go through `outbox` onto the ring, as link `link`'s.
-    pub fn write_through_ring(&mut self, outbox: SharedOutbox, link: usize) {
-        self.writer = Some(RingWriter::new(outbox, link));
+    /// From now on reads and writes go through `outbox` onto the ring, as link `link`'s.
+    pub fn use_ring(&mut self, outbox: SharedOutbox, link: usize) {
+        self.writer = Some(RingWriter::new(outbox.clone(), link));
+        self.reader = Some(RingReader::new(outbox, link));
     }
 
     fn shutdown_socket(&self) -> io::Result<()> {
@@ -95,13 +103,6 @@ impl LocalConn for LinkSocket {
         }
     }
 
-    fn on_writable(&mut self) {
-        if let Some(w) = &mut self.writer {
-            w.on_writable();
-            w.resume(&self.stream);
-        }
-    }
-
     fn on_sent(&mut self, id: u64, res: i32, bufs: SendBufs) -> bool {
         let Some(w) = &mut self.writer else {
             return false;
@@ -127,5 +128,29 @@ impl LocalConn for LinkSocket {
 
     fn unsent(&self) -> usize {
         self.writer.as_ref().map_or(0, RingWriter::unsent)
+    }
+
+    fn reads_on_ring(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    fn recv_into(&mut self, room: bytes::BytesMut, len: usize) {
+        if let Some(r) = &mut self.reader {
+            r.arm(&self.stream, room, len);
+        }
+    }
+
+    fn recv_busy(&self) -> bool {
+        self.reader.as_ref().is_some_and(RingReader::busy)
+    }
+
+    fn take_received(&mut self) -> Option<Received> {
+        self.reader.as_mut()?.take()
+    }
+
+    fn on_received(&mut self, id: u64, res: i32, buf: bytes::BytesMut) -> bool {
+        self.reader
+            .as_mut()
+            .is_some_and(|r| r.on_received(id, res, buf))
     }
 }

@@ -40,7 +40,8 @@ pub struct MioLocal {
     shard: usize,
     mailboxes: Vec<Mailbox>,
     next_turn: usize,
-    /// The io_uring backend's queue of local sends: the links' writes go through it.
+    /// The io_uring backend's queue of local requests: the links' reads and writes go through
+    /// it.
     ring: Option<SharedOutbox>,
 }
 
@@ -70,9 +71,28 @@ impl MioLocal {
         })
     }
 
-    /// The links' writes go onto the ring through `outbox` (the io_uring backend).
-    pub fn write_through_ring(&mut self, outbox: SharedOutbox) {
+    /// The links' reads and writes go onto the ring through `outbox` (the io_uring backend).
+    pub fn use_ring(&mut self, outbox: SharedOutbox) {
         self.ring = Some(outbox);
+    }
+
+    /// Watches `fd` for its first writable event only (`EPOLLONESHOT`), as `token`: a link on
+    /// the ring needs readiness only for a route connect's completion (an accepted connection's
+    /// comes at once). Left in the set, a socket would wake the ring's poll each time its
+    /// reader takes bytes.
+    fn watch_once(&self, fd: i32, token: usize) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLOUT | libc::EPOLLET | libc::EPOLLONESHOT) as u32,
+            u64: token as u64,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the call's duration; the registry's
+        // descriptor is the Poll's epoll instance, which reports `u64` as the mio token.
+        let r =
+            unsafe { libc::epoll_ctl(self.registry.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// The endpoints of a reloaded configuration, `addrs` in its order: an endpoint whose
@@ -169,14 +189,17 @@ impl LocalIo for MioLocal {
         }
         conn.stream().tune();
         syscalls::count(Syscall::EpollCtl);
+        let fd = conn.stream().as_raw_fd();
+        if let Some(outbox) = &self.ring {
+            self.watch_once(fd, LINK_BASE + link)?;
+            conn.use_ring(outbox.clone(), link);
+            return Ok(());
+        }
         self.registry.register(
-            &mut SourceFd(&conn.stream().as_raw_fd()),
+            &mut SourceFd(&fd),
             Token(LINK_BASE + link),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        if let Some(outbox) = &self.ring {
-            conn.write_through_ring(outbox.clone(), link);
-        }
         Ok(())
     }
 

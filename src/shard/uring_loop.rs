@@ -3,20 +3,21 @@
 //! [`crate::shard::mio_loop`], in the call order of [`crate::shard::core`], from the same
 //! [`ShardSetup`].
 //!
-//! The links' writes to their local connections go on the ring too: each link's
+//! The links' local connections are on the ring too: each link's
 //! [`crate::shard::conn::LinkSocket`] queues a `SEND` of the bytes it is given (a share of the
-//! relay's block, one send per connection at a time) in the shard's
-//! [`crate::io::uring::local_send::LocalOutbox`], and the turn's enter carries them all;
-//! their completions come back as [`Completion::LocalSent`].
+//! relay's block, one send per connection at a time, gathering the turn's writes) and keeps a
+//! `RECV` parked into room its relay buffer lends, in the shard's
+//! [`crate::io::uring::local_send::LocalOutbox`]; the turn's enter carries them all, and their
+//! completions come back as [`Completion::LocalSent`] and [`Completion::LocalReceived`].
 //!
-//! The local readiness (link endpoints, reads from link connections, a full connection turning
-//! writable) and the shard's mailbox stay on the mio `Poll` the node gave the shard: that
-//! `Poll`'s epoll descriptor is itself watched by a multishot poll on the ring, so one
-//! `io_uring_enter` per turn submits the sends and waits for datagrams, send completions, local
-//! readiness, messages from the node or other shards (the mailbox's waker) and the core's
-//! deadline (the enter's timeout) together. Local readiness is then collected with a
-//! zero-timeout `epoll_wait` and handled as on mio ([`MioLocal`]), and the inbox and the
-//! hand-overs are [`ShardInbox`]'s, as on mio.
+//! The rest of the local readiness (link endpoints' accepts, a route connect's completion: a
+//! link's socket is in the epoll set only until its first writable event) and the shard's
+//! mailbox stay on the mio `Poll` the node gave the shard: that `Poll`'s epoll descriptor is
+//! itself watched by a multishot poll on the ring, so one `io_uring_enter` per turn submits the
+//! requests and waits for datagrams, local completions, local readiness, messages from the node
+//! or other shards (the mailbox's waker) and the core's deadline (the enter's timeout)
+//! together. Local readiness is then collected with a zero-timeout `epoll_wait` and handled as
+//! on mio ([`MioLocal`]), and the inbox and the hand-overs are [`ShardInbox`]'s, as on mio.
 //!
 //! A `UringShard` is built and run on its shard's thread: its ring is `SINGLE_ISSUER` where the
 //! kernel has it, and the type is not `Send`.
@@ -108,7 +109,7 @@ impl UringShard {
         let gso = udp.capabilities().gso;
         let mut io = UringIo::start(ring, udp, Some(poll.as_raw_fd()));
         let outbox = LocalOutbox::shared(cfg.relay.buffer_size);
-        local.write_through_ring(outbox.clone());
+        local.use_ring(outbox.clone());
         io.set_local_outbox(outbox);
         tracing::info!(
             node = %cfg.node,
@@ -122,7 +123,8 @@ impl UringShard {
         );
         let wait_cap = cfg.uring_wait_cap();
         if let Some(cap) = wait_cap {
-            tracing::warn!(shard = setup.index, ?cap, "io_uring waits capped (RLINKD_URING_WAIT_CAP): a setting for valgrind runs, not for production");
+            tracing::warn!(shard = setup.index, ?cap, "io_uring waits capped and read room zeroed (RLINKD_URING_WAIT_CAP): a setting for valgrind runs, not for production");
+            io.zero_recv_room();
         }
         let core = ShardCore::with_driver(cfg, driver, local);
         Ok(UringShard {
@@ -172,6 +174,9 @@ impl UringShard {
                     res,
                     bufs,
                 } => core.on_local_sent(link, id, res, bufs),
+                Completion::LocalReceived { link, id, res, buf } => {
+                    core.on_local_received(link, id, res, buf)
+                }
             });
             if self.local_ready {
                 self.poll_local()?;
@@ -191,6 +196,7 @@ impl UringShard {
             shard = self.inbox.index(),
             enters,
             local_sends = self.io.local_sends(),
+            local_recvs = self.io.local_recvs(),
             enobufs,
             truncated,
             in_flight = self.io.in_flight(),

@@ -23,7 +23,9 @@
 //! Local sends: the links' writes to their local connections, queued in a
 //! [`LocalOutbox`] during the turn, go on the ring right before the turn's enter (`MSG_DONTWAIT`),
 //! as a `SEND` for one buffer or a `SENDMSG` gathering a link's buffers of the turn; each
-//! completion goes back to its link's writer ([`Completion::LocalSent`]).
+//! completion goes back to its link's writer ([`Completion::LocalSent`]). The links' reads are
+//! `RECV`s parked on the ring into room their relay buffers lent ([`Completion::LocalReceived`]);
+//! a parked request (a read, or a send waiting for room) whose link ends is cancelled.
 //!
 //! [`Slot`]: super::tx::Slot
 
@@ -37,6 +39,7 @@ use io_uring::types::{Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode};
 
 use super::bufring::BufRing;
+use super::local_recv::QueuedRecv;
 use super::local_send::{QueuedSend, SendBufs, SharedOutbox};
 use super::recvmsg::{gro_segment, recv_template, sockaddr_from_bytes};
 use super::ring::Ring;
@@ -82,6 +85,13 @@ pub enum Completion<'a> {
         res: i32,
         bufs: SendBufs,
     },
+    /// Local read `id` of link `link` completed: `res` bytes are in `buf`, or `-errno`.
+    LocalReceived {
+        link: usize,
+        id: u64,
+        res: i32,
+        buf: bytes::BytesMut,
+    },
 }
 
 /// A ring with its receive buffers registered, before it is given a socket: everything that
@@ -126,6 +136,9 @@ struct KernelMemory {
     bufs: BufRing,
     slots: Slots,
     local: LocalSends,
+    /// Local reads on the ring, by slot (`Token::LocalRecv`): each owns its room and a share of
+    /// its connection until its completion is reaped.
+    recvs: slab::Slab<QueuedRecv>,
 }
 
 /// Local sends on the ring, by slot (its `Token::LocalSend`): each owns its bytes, a share of its
@@ -196,7 +209,15 @@ pub struct UringIo {
     outbox: Option<SharedOutbox>,
     /// Local sends that could not be queued on the ring: handed back, as interrupted, next reap.
     local_unqueued: Vec<QueuedSend>,
+    /// Local reads likewise.
+    local_unreceived: Vec<QueuedRecv>,
     local_sends: u64,
+    local_recvs: u64,
+    /// Parked local requests (reads, sends waiting for room) by id: their user data, for a
+    /// cancel when their link ends.
+    parked: std::collections::HashMap<u64, u64>,
+    /// See [`UringIo::zero_recv_room`].
+    zero_recv_room: bool,
 }
 
 impl UringIo {
@@ -223,6 +244,7 @@ impl UringIo {
                 bufs,
                 slots: Slots::new(SEND_SLOTS),
                 local: LocalSends::new(),
+                recvs: slab::Slab::new(),
             }),
             recv_armed: false,
             recv_error: false,
@@ -241,7 +263,11 @@ impl UringIo {
             last_error_log: None,
             outbox: None,
             local_unqueued: Vec::new(),
+            local_unreceived: Vec::new(),
             local_sends: 0,
+            local_recvs: 0,
+            parked: std::collections::HashMap::new(),
+            zero_recv_room: false,
         };
         io.arm();
         io
@@ -310,10 +336,15 @@ impl UringIo {
         if std::mem::take(&mut self.sends_queued) {
             self.stats.send_calls += 1;
         }
-        // Local sends complete as they are submitted (MSG_DONTWAIT): the wait is for what
-        // comes after them.
-        let inline = self.queue_local_sends();
-        self.ring.enter_past(inline, timeout)
+        // The wait ends at the first completion, even one of a request of this submission
+        // (a `MSG_DONTWAIT` send, a read of bytes already there). Waiting past them instead
+        // (tried: counting the `MSG_DONTWAIT` sends as complete at submission and waiting for
+        // one completion more) made bulk transfer crawl at a few MB/s once the links' sockets
+        // left the epoll set: the receiving shard slept through its datagrams until a timer,
+        // about 40 turns a second. Why the count fell short was not pinned down; a turn more
+        // is the cheaper risk.
+        self.queue_local_sends();
+        self.ring.enter(timeout)
     }
 
     // ---- local sends ----
@@ -328,16 +359,53 @@ impl UringIo {
         self.local_sends
     }
 
-    /// Moves the sends the links queued onto the ring; how many.
-    fn queue_local_sends(&mut self) -> usize {
+    /// Zero the room of every local read before it goes on the ring (for valgrind, which does
+    /// not see the kernel write it and would take the bytes read for uninitialised).
+    pub fn zero_recv_room(&mut self) {
+        self.zero_recv_room = true;
+    }
+
+    /// Local reads put on the ring so far.
+    pub fn local_recvs(&self) -> u64 {
+        self.local_recvs
+    }
+
+    /// Moves the sends and reads the links queued onto the ring, then the cancels of parked
+    /// requests whose links ended.
+    fn queue_local_sends(&mut self) {
         let Some(outbox) = self.outbox.clone() else {
-            return 0;
+            return;
         };
-        let mut queued = 0;
         let mut outbox = outbox.borrow_mut();
         for q in outbox.take() {
+            self.queue_local_send(q);
+        }
+        for r in outbox.take_recvs() {
+            self.queue_local_recv(r);
+        }
+        for id in outbox.take_cancels() {
+            let Some(target) = self.parked.get(&id) else {
+                // Completed already.
+                continue;
+            };
+            let sqe = opcode::AsyncCancel::new(*target)
+                .build()
+                .user_data(Token::Cancel.to_user_data());
+            // SAFETY: a cancel request carries no pointer into our memory.
+            unsafe { self.ring.push(&sqe) }.ok();
+        }
+    }
+
+    /// Puts one local send on the ring.
+    fn queue_local_send(&mut self, q: QueuedSend) {
+        {
+            let (id, wait) = (q.id, q.wait);
             let fd = Fd(q.sock.as_raw_fd());
-            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            let flags = if wait {
+                libc::MSG_NOSIGNAL
+            } else {
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+            };
             let (sqe, gather) = match &q.bufs[..] {
                 [one] => {
                     let len = u32::try_from(one.len()).unwrap_or(u32::MAX);
@@ -361,9 +429,10 @@ impl UringIo {
             let Ok(n) = u32::try_from(slot) else {
                 // Four billion sends in flight cannot happen; never hand the kernel a wrong slot.
                 self.local_unqueued.push(self.mem.local.remove(slot).send);
-                continue;
+                return;
             };
-            let sqe = sqe.user_data(Token::LocalSend(n).to_user_data());
+            let user_data = Token::LocalSend(n).to_user_data();
+            let sqe = sqe.user_data(user_data);
             // SAFETY: the bytes the request names (one buffer, or the iovecs of a gathered
             // send's header) lie in the `Bytes` of local send `n`, whose allocations cannot move
             // or be freed while those `Bytes` live; a gathered send's `msghdr` and iovecs are
@@ -374,7 +443,9 @@ impl UringIo {
             match unsafe { self.ring.push(&sqe) } {
                 Ok(()) => {
                     self.local_sends += 1;
-                    queued += 1;
+                    if wait {
+                        self.parked.insert(id, user_data);
+                    }
                 }
                 Err(e) => {
                     // Not queued: the kernel never saw it. Its writer tries again.
@@ -383,7 +454,41 @@ impl UringIo {
                 }
             }
         }
-        queued
+    }
+
+    /// Parks one local read on the ring.
+    fn queue_local_recv(&mut self, mut r: QueuedRecv) {
+        let fd = Fd(r.sock.as_raw_fd());
+        let id = r.id;
+        let len = r.len.min(r.buf.capacity());
+        if self.zero_recv_room {
+            r.buf.spare_capacity_mut()[..len].fill(std::mem::MaybeUninit::new(0));
+        }
+        let ptr = r.buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        let slot = self.mem.recvs.insert(r);
+        let Ok(n) = u32::try_from(slot) else {
+            self.local_unreceived.push(self.mem.recvs.remove(slot));
+            return;
+        };
+        let user_data = Token::LocalRecv(n).to_user_data();
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let sqe = opcode::Recv::new(fd, ptr, len).build().user_data(user_data);
+        // SAFETY: `ptr..ptr + len` is spare capacity of the `BytesMut` of local read `n` (len
+        // is at most its capacity), an allocation it shares with no one for that range (split
+        // off the relay's block) and that cannot move or be freed while it lives; the entry
+        // owns it (and a share of the connection, so `fd` stays open) in `mem` until its
+        // completion is reaped, and teardown waits for that or leaks `mem`. Nothing reads or
+        // writes that range meanwhile.
+        match unsafe { self.ring.push(&sqe) } {
+            Ok(()) => {
+                self.local_recvs += 1;
+                self.parked.insert(id, user_data);
+            }
+            Err(e) => {
+                self.log_error("local read", &e);
+                self.local_unreceived.push(self.mem.recvs.remove(slot));
+            }
+        }
     }
 
     // ---- send ----
@@ -478,6 +583,7 @@ impl UringIo {
                 }
                 Some(Token::LocalSend(n)) => {
                     if let Some(OnRing { send: q, .. }) = self.mem.local.try_remove(n as usize) {
+                        self.parked.remove(&q.id);
                         on(Completion::LocalSent {
                             link: q.link,
                             id: q.id,
@@ -486,8 +592,34 @@ impl UringIo {
                         });
                     }
                 }
+                Some(Token::LocalRecv(n)) => {
+                    if let Some(mut r) = self.mem.recvs.try_remove(n as usize) {
+                        self.parked.remove(&r.id);
+                        if res > 0 {
+                            let got = (res as usize).min(r.len).min(r.buf.capacity());
+                            // SAFETY: the kernel wrote `res` bytes at the start of the spare
+                            // capacity it was given (at most `r.len`, at most the capacity).
+                            unsafe { r.buf.set_len(got) };
+                        }
+                        on(Completion::LocalReceived {
+                            link: r.link,
+                            id: r.id,
+                            res,
+                            buf: r.buf,
+                        });
+                    }
+                }
                 Some(Token::Cancel) | None => {}
             }
+        }
+        for mut r in std::mem::take(&mut self.local_unreceived) {
+            r.buf.clear();
+            on(Completion::LocalReceived {
+                link: r.link,
+                id: r.id,
+                res: -libc::EINTR,
+                buf: r.buf,
+            });
         }
         for q in std::mem::take(&mut self.local_unqueued) {
             on(Completion::LocalSent {
@@ -704,6 +836,12 @@ impl UringIo {
                 .iter()
                 .map(|(slot, _)| Token::LocalSend(slot as u32)),
         );
+        targets.extend(
+            self.mem
+                .recvs
+                .iter()
+                .map(|(slot, _)| Token::LocalRecv(slot as u32)),
+        );
         for t in targets {
             let sqe = opcode::AsyncCancel::new(t.to_user_data())
                 .build()
@@ -734,6 +872,7 @@ impl UringIo {
             + self.watch_armed as usize
             + self.mem.slots.in_flight()
             + self.mem.local.len()
+            + self.mem.recvs.len()
     }
 
     fn log_error(&mut self, what: &str, err: &io::Error) {

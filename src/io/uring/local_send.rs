@@ -11,11 +11,13 @@
 //! that the turn's datagrams feed several times still costs one request; what arrives once it is
 //! on the ring waits in the relay and leaves with the next send.
 //!
-//! Sends carry `MSG_DONTWAIT`: the kernel tries them once, at submission, and completes with what
-//! the socket took (or `EAGAIN`), rather than parking them until the socket has room. A full
-//! socket therefore never holds a request (and the connection's descriptor) on the ring; the
-//! writer keeps the unsent rest and waits for the backend's writable readiness, as a `write(2)`
-//! caller would. Nothing the writer has accepted is dropped before the connection's end: the link
+//! A send carries `MSG_DONTWAIT`: the kernel tries it once, at submission, and completes it with
+//! what the socket took (or `EAGAIN`), so the turn's enter need not wait for it. What a full
+//! socket did not take goes again at once as a *parked* send (no `MSG_DONTWAIT`): the kernel
+//! completes it when the reader has made room, so no readiness event is needed for it (the
+//! link's socket is not in the shard's epoll set: see [`crate::shard::conn`]). A writer dropped
+//! with a send still parked (its link failed) has it cancelled. Nothing the writer has accepted
+//! is dropped before the connection's end: the link
 //! finishes only once its writer is [`RingWriter::flushed`], and a `shutdown(SHUT_WR)` asked for
 //! meanwhile waits for the last byte. The bytes it holds count as the link's
 //! ([`RingWriter::unsent`]) for the stall rules.
@@ -26,6 +28,7 @@ use std::rc::Rc;
 
 use bytes::{Buf, Bytes};
 
+use super::local_recv::QueuedRecv;
 use crate::io::local::LocalStream;
 
 /// A send's bytes: shares of the relay's blocks, in the order they go (one iovec each).
@@ -46,6 +49,9 @@ pub struct QueuedSend {
     pub sock: Rc<LocalStream>,
     /// The bytes: shares of the relay's blocks, kept alive by the request until it completes.
     pub bufs: SendBufs,
+    /// Parked: the kernel waits for room rather than answering `EAGAIN` (the rest of a send the
+    /// full socket cut short).
+    pub wait: bool,
 }
 
 impl QueuedSend {
@@ -72,6 +78,11 @@ struct Queued {
 /// the ring before the turn's `io_uring_enter`.
 pub struct LocalOutbox {
     queue: Vec<QueuedSend>,
+    /// Reads queued this turn ([`super::local_recv`]).
+    recvs: Vec<QueuedRecv>,
+    /// Parked requests (reads, parked sends) whose connection's link has ended: cancelled by
+    /// the next enter.
+    cancels: Vec<u64>,
     next_id: u64,
     /// Incremented each time the engine takes the queue: a writer's send of an earlier turn is
     /// on the ring and takes no more bytes.
@@ -88,22 +99,30 @@ impl LocalOutbox {
     pub fn shared(gather_limit: usize) -> SharedOutbox {
         Rc::new(RefCell::new(LocalOutbox {
             queue: Vec::new(),
+            recvs: Vec::new(),
+            cancels: Vec::new(),
             next_id: 0,
             turn: 0,
             gather_limit: gather_limit.max(1),
         }))
     }
 
-    /// Queues `bytes` for `sock` (link `link`).
-    fn queue(&mut self, link: usize, sock: &Rc<LocalStream>, bufs: SendBufs) -> Queued {
+    /// A new request id (sends and reads share them).
+    pub(super) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
-        let id = self.next_id;
+        self.next_id
+    }
+
+    /// Queues `bufs` for `sock` (link `link`), parked if `wait`.
+    fn queue(&mut self, link: usize, sock: &Rc<LocalStream>, bufs: SendBufs, wait: bool) -> Queued {
+        let id = self.next_id();
         let index = self.queue.len();
         self.queue.push(QueuedSend {
             link,
             id,
             sock: Rc::clone(sock),
             bufs,
+            wait,
         });
         Queued {
             id,
@@ -132,14 +151,34 @@ impl LocalOutbox {
         n
     }
 
-    /// Everything queued since the last call, in order.
+    /// Queues a read.
+    pub(super) fn queue_recv(&mut self, recv: QueuedRecv) {
+        self.recvs.push(recv);
+    }
+
+    /// Asks for parked request `id` to be cancelled (its link has ended).
+    pub(super) fn cancel(&mut self, id: u64) {
+        self.cancels.push(id);
+    }
+
+    /// Every send queued since the last call, in order.
     pub fn take(&mut self) -> std::vec::Drain<'_, QueuedSend> {
         self.turn += 1;
         self.queue.drain(..)
     }
 
+    /// Every read queued since the last call.
+    pub fn take_recvs(&mut self) -> std::vec::Drain<'_, QueuedRecv> {
+        self.recvs.drain(..)
+    }
+
+    /// The parked requests to cancel.
+    pub fn take_cancels(&mut self) -> std::vec::Drain<'_, u64> {
+        self.cancels.drain(..)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && self.recvs.is_empty() && self.cancels.is_empty()
     }
 }
 
@@ -149,10 +188,8 @@ pub struct RingWriter {
     link: usize,
     /// The send in flight (queued or on the ring).
     in_flight: Option<Queued>,
-    /// Bytes a send did not get into the socket (it was full): they go first, once it is writable.
+    /// Bytes a send did not get into the socket (it was full): they go first, parked.
     rest: SendBufs,
-    /// The socket was full: no send until the backend reports it writable.
-    wait_writable: bool,
     /// `shutdown(SHUT_WR)` was asked for while bytes were still on their way.
     shutdown_pending: bool,
     /// A send failed: reported by the next write.
@@ -178,7 +215,6 @@ impl RingWriter {
             link,
             in_flight: None,
             rest: SendBufs::new(),
-            wait_writable: false,
             shutdown_pending: false,
             error: None,
             unsent: 0,
@@ -197,7 +233,7 @@ impl RingWriter {
         if bytes.is_empty() {
             return Ok(0);
         }
-        if self.in_flight.is_none() && !self.wait_writable && !self.resume(sock) {
+        if self.in_flight.is_none() && !self.resume(sock) {
             self.unsent += bytes.len();
             self.send(sock, vec![bytes.clone()]);
             return Ok(bytes.len());
@@ -206,29 +242,31 @@ impl RingWriter {
         let Some(at) = self.in_flight else {
             return Ok(0);
         };
+        if self.error.is_some() {
+            return Ok(0);
+        }
         let n = self.outbox.borrow_mut().gather(at, bytes);
         self.unsent += n;
         Ok(n)
     }
 
-    /// Sends the rest a full socket left, if it may go now (nothing in flight, no wait for
-    /// room). The relay may have nothing more to write, so the connection calls this itself
-    /// after a completion and when the socket turns writable: the rest never waits for new
-    /// bytes. True if a send is on its way.
+    /// Sends the rest a full socket left, parked until the socket has room, if nothing is in
+    /// flight. The relay may have nothing more to write, so the connection calls this itself
+    /// after a completion: the rest never waits for new bytes. True if a send is on its way.
     pub fn resume(&mut self, sock: &Rc<LocalStream>) -> bool {
         if self.in_flight.is_some() {
             return true;
         }
-        if self.wait_writable || self.rest.is_empty() || self.error.is_some() {
+        if self.rest.is_empty() || self.error.is_some() {
             return false;
         }
         let rest = std::mem::take(&mut self.rest);
-        self.send(sock, rest);
+        self.in_flight = Some(self.outbox.borrow_mut().queue(self.link, sock, rest, true));
         true
     }
 
     fn send(&mut self, sock: &Rc<LocalStream>, bufs: SendBufs) {
-        self.in_flight = Some(self.outbox.borrow_mut().queue(self.link, sock, bufs));
+        self.in_flight = Some(self.outbox.borrow_mut().queue(self.link, sock, bufs, false));
     }
 
     /// Send `id` completed with `res` (bytes sent, or `-errno`); `bufs` are what it carried.
@@ -250,13 +288,10 @@ impl RingWriter {
                 n -= k;
                 !b.is_empty()
             });
-            if !bufs.is_empty() {
-                self.rest = bufs;
-                self.wait_writable = true;
-            }
-        } else if -res == libc::EAGAIN || -res == libc::EINTR {
             self.rest = bufs;
-            self.wait_writable = -res == libc::EAGAIN;
+        } else if -res == libc::EAGAIN || -res == libc::EINTR || -res == libc::ECANCELED {
+            // Full, interrupted, or cancelled by a shard that is stopping: all of it goes again.
+            self.rest = bufs;
         } else {
             // What `write(2)` would have said; what was not sent is the local end's loss (it has
             // gone or failed).
@@ -269,11 +304,6 @@ impl RingWriter {
             return Some(AfterSend::Shutdown);
         }
         Some(AfterSend::Nothing)
-    }
-
-    /// The backend reports the socket writable: a rest waiting for room may go.
-    pub fn on_writable(&mut self) {
-        self.wait_writable = false;
     }
 
     /// The link asks for `shutdown(SHUT_WR)`: true if it may happen now, false if it waits for
@@ -291,13 +321,23 @@ impl RingWriter {
         self.in_flight.is_none() && (self.rest.is_empty() || self.error.is_some())
     }
 
-    /// Bytes accepted but not yet in the socket (on the ring, or kept for when it has room).
+    /// Bytes accepted but not yet in the socket (on the ring, or about to go again).
     pub fn unsent(&self) -> usize {
         self.unsent
     }
 
     pub fn sent(&self) -> u64 {
         self.sent
+    }
+}
+
+impl Drop for RingWriter {
+    /// A send still on the ring may be parked until a reader that will never read makes room:
+    /// it is cancelled (its bytes were the ended link's).
+    fn drop(&mut self) {
+        if let Some(q) = self.in_flight {
+            self.outbox.borrow_mut().cancel(q.id);
+        }
     }
 }
 
@@ -324,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn a_turns_writes_gather_into_one_send_and_the_rest_of_a_partial_send_goes_first() {
+    fn a_turns_writes_gather_into_one_send_and_the_rest_of_a_partial_send_goes_parked_first() {
         let outbox = LocalOutbox::shared(1 << 20);
         let (s, _peer) = sock();
         let mut w = RingWriter::new(outbox.clone(), 7);
@@ -333,30 +373,40 @@ mod tests {
         // Until the enter takes it, the send gathers the turn's next writes.
         assert_eq!(w.write(&s, &Bytes::from_static(b" world")).unwrap(), 6);
         let q = take_one(&outbox);
-        assert_eq!((q.link, q.bufs.len()), (7, 2));
+        assert_eq!((q.link, q.bufs.len(), q.wait), (7, 2, false));
         assert_eq!(joined(&q.bufs), b"hello world");
         // On the ring: a write waits for its completion.
         assert_eq!(w.write(&s, &Bytes::from_static(b"next")).unwrap(), 0);
-        // The socket took 7 bytes, the first buffer and part of the second: the rest waits for
-        // writable, then goes before anything new.
+        // The socket took 7 bytes, the first buffer and part of the second: the rest goes
+        // again at once, parked until the socket has room, before anything new.
         assert_eq!(w.on_sent(q.id, 7, q.bufs), Some(AfterSend::Nothing));
         assert!(!w.flushed());
         assert_eq!(w.unsent(), 4);
-        assert_eq!(w.write(&s, &Bytes::from_static(b"next")).unwrap(), 0);
-        assert!(
-            outbox.borrow().is_empty(),
-            "no send before the socket has room"
-        );
-        w.on_writable();
+        assert!(outbox.borrow().is_empty(), "the connection resumes it");
         // The rest goes without any new bytes to write (the relay may have none), and a write
         // of the same turn joins it.
         assert!(w.resume(&s));
         assert_eq!(w.write(&s, &Bytes::from_static(b"next")).unwrap(), 4);
         let q = take_one(&outbox);
+        assert!(q.wait);
         assert_eq!(joined(&q.bufs), b"orldnext");
         assert_eq!(w.on_sent(q.id, 8, q.bufs), Some(AfterSend::Nothing));
         assert!(w.flushed());
         assert_eq!((w.sent(), w.unsent()), (15, 0));
+    }
+
+    #[test]
+    fn a_writer_dropped_with_a_send_on_the_ring_cancels_it() {
+        let outbox = LocalOutbox::shared(1 << 20);
+        let (s, _peer) = sock();
+        let mut w = RingWriter::new(outbox.clone(), 7);
+        w.write(&s, &Bytes::from_static(b"abc")).unwrap();
+        let q = take_one(&outbox);
+        drop(w);
+        assert_eq!(
+            outbox.borrow_mut().take_cancels().collect::<Vec<_>>(),
+            [q.id]
+        );
     }
 
     #[test]

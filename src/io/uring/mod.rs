@@ -25,6 +25,7 @@
 
 pub mod bufring;
 pub mod engine;
+pub mod local_recv;
 pub mod local_send;
 mod recvmsg;
 pub mod ring;
@@ -65,6 +66,8 @@ pub enum Token {
     Cancel,
     /// The local send in slot `n` ([`local_send`]).
     LocalSend(u32),
+    /// The local read in slot `n` ([`local_recv`]).
+    LocalRecv(u32),
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -77,6 +80,7 @@ impl Token {
             Token::Watch => (3, 0),
             Token::Cancel => (4, 0),
             Token::LocalSend(n) => (5, n as u64),
+            Token::LocalRecv(n) => (6, n as u64),
         };
         kind << KIND_SHIFT | n
     }
@@ -90,6 +94,7 @@ impl Token {
             3 => Some(Token::Watch),
             4 => Some(Token::Cancel),
             5 => u32::try_from(n).ok().map(Token::LocalSend),
+            6 => u32::try_from(n).ok().map(Token::LocalRecv),
             _ => None,
         }
     }

@@ -48,6 +48,9 @@ const REQUIRED: &[(&str, u8)] = &[
     ("SENDMSG", opcode::SendMsg::CODE),
     ("POLL_ADD", opcode::PollAdd::CODE),
     ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+    // The links' local sockets.
+    ("SEND", opcode::Send::CODE),
+    ("RECV", opcode::Recv::CODE),
 ];
 
 pub struct Ring {
@@ -174,23 +177,15 @@ impl Ring {
     /// `io_uring_enter`. Timeouts, interruptions and a full completion queue are not errors: the
     /// caller reaps what is there either way.
     pub fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.enter_past(0, timeout)
-    }
-
-    /// [`Ring::enter`], waiting for one completion beyond `inline`: requests in this submission
-    /// that complete while they are submitted (a `MSG_DONTWAIT` send) would otherwise end the
-    /// wait at once, and the turn after it would find nothing else to do.
-    pub fn enter_past(&mut self, inline: usize, timeout: Option<Duration>) -> io::Result<()> {
         self.enters += 1;
         syscalls::count(Syscall::IoUringEnter);
-        let want = inline.saturating_add(1);
         let r = match timeout {
             Some(t) => {
                 let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
                 let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(want, &args)
+                self.ring.submitter().submit_with_args(1, &args)
             }
-            None => self.ring.submitter().submit_and_wait(want),
+            None => self.ring.submitter().submit_and_wait(1),
         };
         match r {
             Ok(_) => Ok(()),

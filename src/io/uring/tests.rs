@@ -25,6 +25,12 @@ enum Seen {
         res: i32,
         bufs: Vec<bytes::Bytes>,
     },
+    LocalReceived {
+        link: usize,
+        id: u64,
+        res: i32,
+        buf: bytes::BytesMut,
+    },
 }
 
 fn loopback(gso: bool, gro: bool) -> UdpSocket {
@@ -63,6 +69,9 @@ fn reap_until(io: &mut UringIo, seen: &mut Vec<Seen>, done: impl Fn(&[Seen]) -> 
                 res,
                 bufs,
             }),
+            Completion::LocalReceived { link, id, res, buf } => {
+                seen.push(Seen::LocalReceived { link, id, res, buf })
+            }
         });
     }
 }
@@ -105,6 +114,7 @@ fn tokens_round_trip() {
         Token::Cancel,
         Token::LocalSend(0),
         Token::LocalSend(u32::MAX),
+        Token::LocalRecv(7),
     ] {
         assert_eq!(Token::from_user_data(t.to_user_data()), Some(t));
     }
@@ -514,13 +524,18 @@ fn local_sends_leave_with_the_enter_in_order_and_a_full_socket_keeps_the_rest() 
     }
     assert!(w.unsent() > 0, "the socket never filled");
     assert!(io.local_sends() >= 2);
-    // The reader takes everything: the writer sends its rest once told the socket has room, and
-    // not one byte is lost or reordered.
+    // The rest goes again at once, parked: it completes only once the reader makes room.
+    assert!(w.resume(&sock));
+    reap_for(&mut io, &mut seen, Duration::from_millis(100));
+    assert!(
+        !seen.iter().any(|s| matches!(s, Seen::LocalSent { .. })),
+        "a parked send waits for room: {seen:?}"
+    );
+    // The reader takes everything: not one byte is lost or reordered.
     let mut got = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     peer.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    w.on_writable();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !w.flushed() && Instant::now() < deadline {
         while let Ok(n) = peer.read(&mut buf) {
@@ -529,15 +544,14 @@ fn local_sends_leave_with_the_enter_in_order_and_a_full_socket_keeps_the_rest() 
                 break;
             }
         }
-        // The rest goes without new bytes to write (the relay may have none).
-        w.resume(&sock);
         reap_until(&mut io, &mut seen, |s| !s.is_empty());
         for s in seen.drain(..) {
             if let Seen::LocalSent { id, res, bufs, .. } = s {
                 w.on_sent(id, res, bufs);
+                // What the socket did not take goes again (the connection does this).
+                w.resume(&sock);
             }
         }
-        w.on_writable();
     }
     assert!(w.flushed());
     while got.len() < accepted {
@@ -618,4 +632,58 @@ fn a_links_writes_of_a_turn_leave_as_one_gathered_send_in_order() {
     let mut got = vec![0u8; total];
     peer.read_exact(&mut got).unwrap();
     assert_eq!(got, parts.concat());
+}
+
+#[test]
+fn a_parked_local_read_brings_bytes_into_the_lent_room_and_a_dropped_reader_cancels_it() {
+    use super::local_recv::{Received, RingReader};
+    use super::local_send::LocalOutbox;
+    use bytes::BytesMut;
+    use std::io::Write;
+    let Some(mut io) = engine(false, false, None) else {
+        return;
+    };
+    let outbox = LocalOutbox::shared(1 << 20);
+    io.set_local_outbox(outbox.clone());
+    let (sock, mut peer) = unix_pair();
+    let mut r = RingReader::new(outbox.clone(), 5);
+    // Room lent from a block that already holds bytes: the read joins them without a copy.
+    let mut block = BytesMut::with_capacity(4096);
+    block.extend_from_slice(b"head:");
+    let room = block.split_off(block.len());
+    r.arm(&sock, room, 100);
+    let mut seen = Vec::new();
+    reap_for(&mut io, &mut seen, Duration::from_millis(50));
+    assert!(seen.is_empty(), "parked until the peer writes: {seen:?}");
+    assert_eq!(io.in_flight(), 1 + 1, "the read and the QUIC receive");
+    peer.write_all(b"hello").unwrap();
+    reap_until(&mut io, &mut seen, |s| !s.is_empty());
+    let Some(Seen::LocalReceived { link, id, res, buf }) = seen.pop() else {
+        panic!("no completion: {seen:?}");
+    };
+    assert_eq!((link, res), (5, 5));
+    assert!(r.on_received(id, res, buf));
+    let Some(Received::Data(chunk, 100)) = r.take() else {
+        panic!("no data");
+    };
+    let at = block.as_ptr() as usize + block.len();
+    assert_eq!(chunk.as_ptr() as usize, at, "read where it was lent");
+    block.unsplit(chunk);
+    assert_eq!(&block[..], b"head:hello");
+    // A read parked when its link ends is cancelled: its completion comes, nothing is left.
+    r.arm(&sock, BytesMut::with_capacity(64), 64);
+    reap_for(&mut io, &mut seen, Duration::from_millis(20));
+    drop(r);
+    reap_until(&mut io, &mut seen, |s| !s.is_empty());
+    assert!(
+        matches!(seen.pop(), Some(Seen::LocalReceived { res, .. }) if res == -libc::ECANCELED),
+        "cancelled"
+    );
+    assert_eq!(io.in_flight(), 1);
+    // Teardown with a read parked: cancelled, every completion seen.
+    let mut r2 = RingReader::new(outbox.clone(), 6);
+    r2.arm(&sock, BytesMut::with_capacity(64), 64);
+    io.wait(Some(Duration::ZERO)).unwrap();
+    assert!(io.shutdown());
+    assert_eq!(io.in_flight(), 0);
 }

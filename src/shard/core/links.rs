@@ -118,6 +118,16 @@ impl<L: LocalIo> ShardCore<L> {
         }
     }
 
+    /// A completion backend's local read `id` for link `key` ended (see
+    /// [`LocalConn::on_received`]): the link runs again if it was its read.
+    pub fn on_local_received(&mut self, key: usize, id: u64, res: i32, buf: bytes::BytesMut) {
+        if let Some(link) = self.links.get_mut(key) {
+            if link.sock.on_received(id, res, buf) {
+                self.dirty.push(key);
+            }
+        }
+    }
+
     pub(super) fn pump_dirty(&mut self, now: Instant) {
         while !self.dirty.is_empty() {
             let mut dirty = std::mem::take(&mut self.dirty);

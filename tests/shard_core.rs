@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use lossy::LossyWire;
 use rlinkd::addr::LocalAddr;
 use rlinkd::config::NodeConfig;
+use rlinkd::io::uring::local_recv::Received;
 use rlinkd::io::{LocalConn, LocalIo};
 use rlinkd::shard::core::{LocalEvent, ShardCore};
 
@@ -47,6 +48,16 @@ struct PipeState {
     core_dropped: bool,
     /// The test end did something the core has not been told about.
     news: bool,
+    /// Reads go "on a ring" (as on io_uring): the relay lends room, which is filled when it
+    /// takes the read's result (see [`RING_READS`]).
+    ring_reads: bool,
+    /// The room lent for the read in flight, and how many bytes it may take.
+    lent: Option<(bytes::BytesMut, usize)>,
+}
+
+thread_local! {
+    /// Connections made while this is set read on a simulated ring.
+    static RING_READS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 type Shared = Rc<RefCell<PipeState>>;
@@ -92,6 +103,35 @@ impl LocalConn for MemConn {
     fn finish_connect(&mut self) -> io::Result<bool> {
         Ok(true)
     }
+
+    fn reads_on_ring(&self) -> bool {
+        self.0.borrow().ring_reads
+    }
+
+    fn recv_into(&mut self, room: bytes::BytesMut, len: usize) {
+        self.0.borrow_mut().lent = Some((room, len));
+    }
+
+    fn recv_busy(&self) -> bool {
+        self.0.borrow().lent.is_some()
+    }
+
+    /// The read completes when its result is asked for, with everything there is up to the
+    /// length it was given when it was armed (possibly before the node began draining).
+    fn take_received(&mut self) -> Option<Received> {
+        let mut st = self.0.borrow_mut();
+        let (mut room, len) = st.lent.take()?;
+        if !st.to_core.is_empty() {
+            let n = len.min(st.to_core.len());
+            room.extend(st.to_core.drain(..n));
+            return Some(Received::Data(room, len));
+        }
+        if st.test_write_closed {
+            return Some(Received::End);
+        }
+        st.lent = Some((room, len));
+        None
+    }
 }
 
 impl Drop for MemConn {
@@ -108,6 +148,7 @@ impl End {
     fn pair() -> (End, MemConn) {
         let st: Shared = Rc::new(RefCell::new(PipeState {
             news: true,
+            ring_reads: RING_READS.with(|r| r.get()),
             ..PipeState::default()
         }));
         (End(st.clone()), MemConn(st))
@@ -860,6 +901,52 @@ fn a_drain_delivers_whole_frames_then_fins_and_closes_with_shutdown() {
 }
 
 /// A node with no link and no connection left (its peer stopped first, as in a rolling restart)
+/// On io_uring a link's read may be parked, with room for many bytes, when the drain begins. If
+/// the frame in progress then lacks part of its header, the read that completes it brings its
+/// payload and more: the payload goes through (the header just read says how long it is), what
+/// follows is dropped.
+#[test]
+fn a_read_parked_before_the_drain_delivers_the_frame_its_header_began() {
+    RING_READS.with(|r| r.set(true));
+    let mut w = pair(21, 0.0);
+    let c = open_link(&mut w);
+    let whole = frames(3, 500, 21);
+    assert_eq!(echo(&mut w, &c, &whole), whole);
+    // Two bytes of the next frame's header are in; the link's next read is parked.
+    let cut = frame(&[0x6b; 700]);
+    c.write(&cut[..2]);
+    w.run_until(Duration::from_millis(50), |_| false);
+    let now = w.now();
+    w.nodes[0].core.begin_drain(now);
+    let mut rest = cut[2..].to_vec();
+    rest.extend(frame(b"after the drain began"));
+    c.write(&rest);
+    let mut got = Vec::new();
+    w.wait(Duration::from_secs(30), "drain did not finish", |w| {
+        got.extend(c.read());
+        w.nodes[0].stopped
+    });
+    got.extend(c.read());
+    RING_READS.with(|r| r.set(false));
+    assert!(c.eof());
+    assert!(
+        got == cut,
+        "the echo of that frame: {} bytes, {} expected",
+        got.len(),
+        cut.len()
+    );
+    let mut expected = whole.clone();
+    expected.extend_from_slice(&cut);
+    let r = &w.router.conns[0];
+    assert!(
+        r.received[4..] == expected[..],
+        "the router got whole frames only: {} bytes, {} expected",
+        r.received.len() - 4,
+        expected.len()
+    );
+    assert_eq!(w.nodes[0].core.stats().links_failed, 0);
+}
+
 /// stops in the turn its drain begins: there is no close to send, so nothing may keep it
 /// waiting for `SHUTDOWN_GRACE` (it did: the loop slept until that deadline, 0.5 s of the 1 s
 /// an idle node has to exit after SIGTERM).

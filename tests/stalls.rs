@@ -260,6 +260,30 @@ fn a_link_stalled_past_stall_timeout_is_reset_and_the_others_keep_going() {
     assert_link_works(&c.env.unix("a-echo.sock"));
 }
 
+/// A router that reads slowly but keeps reading (4 KiB every 100 ms) is not stalled, however
+/// many bytes wait for it: `relay.stall_timeout` is for a reader that takes nothing. On
+/// io_uring the bytes wait in the link's writer as well as in its relay buffer, and each of the
+/// writer's partial sends is the reader's progress.
+#[test]
+fn a_slow_reader_that_keeps_reading_outlives_the_stall_timeout() {
+    let c = stall_cluster(&["stall_timeout = \"1s\""]);
+    let node_b = c.env.start(&c.b);
+    let node_a = c.env.start(&c.a);
+    expect_connected(&node_a, &node_b);
+    let slow = sink_link(&c.env.unix("a-trickle.sock"), &c.stop);
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        count_lines(&node_b, &["relay.stall_timeout"]),
+        0,
+        "a reader that keeps reading was reset for a stall"
+    );
+    assert!(
+        slow.read_until_closed(Duration::from_millis(300)).is_err(),
+        "the slow reader's link is still open"
+    );
+    assert_link_works(&c.env.unix("a-echo.sock"));
+}
+
 /// `route`'s links (opened one by one, each once the previous one holds credit) exceed a 4 MiB
 /// budget: the longest-holding are reset until the rest fit, and the others keep working.
 fn over_budget(route: &str) {

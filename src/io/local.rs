@@ -58,6 +58,19 @@ impl LocalStream {
         }
     }
 
+    /// Bytes written to the socket that its reader has not taken yet (`SIOCOUTQ`; for TCP, not
+    /// yet acknowledged by the peer).
+    pub fn queued_in_kernel(&self) -> io::Result<u64> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int through the pointer, which points at `n` for the
+        // call's duration; the descriptor is this socket's.
+        let r = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n.max(0) as u64)
+    }
+
     /// Sets TCP_NODELAY: frames are written whole and should leave at once.
     pub fn tune(&self) {
         if let LocalStream::Tcp(s) = self {

@@ -143,6 +143,17 @@ pub trait LocalConn {
     fn flushed(&self) -> bool {
         true
     }
+    /// Bytes the connection has put into the socket itself, for a connection that keeps what
+    /// it takes ([`LocalConn::shares_writes`]): its progress is the reader's. 0 otherwise.
+    fn bytes_sent(&self) -> u64 {
+        0
+    }
+    /// Bytes in the kernel's send queue that the reader has not taken (a writer, on either
+    /// backend, hears of room only once a Unix socket has drained to a quarter of its buffer, so
+    /// a slow reader's progress shows here first). `None`: cannot tell.
+    fn queued_in_kernel(&self) -> Option<u64> {
+        None
+    }
     /// True when reads complete on the backend's ring: the relay lends room
     /// ([`LocalConn::recv_into`]) and later takes what arrived ([`LocalConn::take_received`])
     /// instead of calling [`LocalConn::read_buf`] when told the socket is readable.
@@ -189,6 +200,9 @@ pub trait LocalIo {
     /// The core keeps `conn` as link `link`: report its readiness for that link from now on.
     /// An error refuses the link.
     fn watch(&mut self, conn: &mut Self::Conn, link: usize) -> io::Result<()>;
+    /// A writable event came for `conn` (link `link`) before its connect finished: report the
+    /// next one too (a backend that reports only the first must arm it again).
+    fn watch_again(&mut self, _conn: &mut Self::Conn, _link: usize) {}
     /// The core is about to drop `conn`: report nothing more about it.
     fn unwatch(&mut self, conn: &mut Self::Conn);
     /// The node is stopping: close every link endpoint (Unix socket files go with them).

@@ -70,10 +70,12 @@ pub enum Syscall {
     LocalGetpeername,
     /// The eventfd `write` of another shard's waker (a hand-over from this shard).
     WakerWrite,
+    /// `ioctl(SIOCOUTQ)` on a stalled link's connection (io_uring: has its reader taken bytes?).
+    LocalIoctl,
 }
 
 /// Number of [`Syscall`] kinds.
-pub const KINDS: usize = 17;
+pub const KINDS: usize = 18;
 
 impl Syscall {
     pub const ALL: [Syscall; KINDS] = [
@@ -94,6 +96,7 @@ impl Syscall {
         Syscall::LocalGetsockopt,
         Syscall::LocalGetpeername,
         Syscall::WakerWrite,
+        Syscall::LocalIoctl,
     ];
 
     /// The `call` label value.
@@ -116,6 +119,7 @@ impl Syscall {
             Syscall::LocalGetsockopt => "local_getsockopt",
             Syscall::LocalGetpeername => "local_getpeername",
             Syscall::WakerWrite => "waker_write",
+            Syscall::LocalIoctl => "local_ioctl",
         }
     }
 }

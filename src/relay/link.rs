@@ -93,6 +93,11 @@ pub struct Link<S> {
     pub discarded: u64,
     /// Reads on the ring: the local socket's end (or failure) has been read; no more reads.
     ring_read_ended: bool,
+    /// The socket's count of bytes it has put into the kernel (a ring writer's), when last seen.
+    sock_sent: u64,
+    /// While stalled: the kernel's send queue of the socket at the last look (see
+    /// [`Link::recheck_stall`]).
+    stall_queue: Option<u64>,
     /// Since when the bytes for the local socket have filled the relay buffer, so the rest stays
     /// unread in quiche and holds connection credit (see `shard/core/stall.rs`).
     holding_since: Option<Instant>,
@@ -159,6 +164,8 @@ impl<S: LocalConn> Link<S> {
             discard_local: false,
             discarded: 0,
             ring_read_ended: false,
+            sock_sent: 0,
+            stall_queue: None,
             holding_since: None,
             stop_reading_stream: None,
             stream_read_stopped: false,
@@ -188,6 +195,27 @@ impl<S: LocalConn> Link<S> {
     /// that does not read. `None` while it keeps up or nothing waits.
     pub fn stalled_since(&self) -> Option<Instant> {
         self.sink_blocked_since
+    }
+
+    /// A stalled link's second look, before the stall timeout applies: if its reader has taken
+    /// bytes from the socket since the last look (the kernel's send queue shrank), the stall
+    /// starts again from `now`, and true. A writer (a `write(2)` retried on writable readiness,
+    /// or a parked send on the ring) hears of room only once a Unix socket has drained to a
+    /// quarter of its buffer: a reader slower than that would look stalled without this.
+    pub fn recheck_stall(&mut self, now: Instant) -> bool {
+        if self.sink_blocked_since.is_none() {
+            self.stall_queue = None;
+            return false;
+        }
+        let Some(queued) = self.sock.queued_in_kernel() else {
+            return false;
+        };
+        let drained = self.stall_queue.is_some_and(|last| queued < last);
+        self.stall_queue = Some(queued);
+        if drained {
+            self.sink_blocked_since = Some(now);
+        }
+        drained
     }
 
     /// Since when bytes for the local socket fill the relay buffer, leaving more unread in quiche.
@@ -366,7 +394,7 @@ impl<S: LocalConn> Link<S> {
                 }
             }
             if self.sock.reads_on_ring() {
-                progress |= self.take_ring_read(max_read)?;
+                progress |= self.take_ring_read()?;
             } else if self.local_readable && self.discard_local {
                 self.discard_local_input()?;
             } else if self.local_readable {
@@ -385,14 +413,7 @@ impl<S: LocalConn> Link<S> {
                     })
                     .map_err(LinkEnd::Local)?;
             }
-            match self.from_local.check() {
-                Ok(Some(hs)) => self.on_handshake(hs),
-                Ok(None) => {}
-                Err(PipeError::Handshake(e)) if matches!(self.role, Role::Dialer { .. }) => {
-                    return Err(LinkEnd::ClientHandshake(e))
-                }
-                Err(e) => return Err(LinkEnd::Protocol(e)),
-            }
+            self.check_from_local()?;
 
             let Some(s) = stream.as_mut() else {
                 // No stream yet: a client that leaves before it opens is simply done.
@@ -474,10 +495,14 @@ impl<S: LocalConn> Link<S> {
                 Err(e) => return Err(LinkEnd::Local(e)),
             };
             progress |= written > 0;
-            // Bytes the socket took but has not sent yet (a ring's writer) wait like the pipe's.
+            // Bytes the socket took but has not sent yet (a ring's writer) wait like the pipe's,
+            // and the writer getting some of them into the kernel is the reader making progress.
             let waiting = self.to_local.has_pending() || !self.sock.flushed();
-            if written > 0 || !waiting {
+            let sent = self.sock.bytes_sent();
+            let moved = sent != std::mem::replace(&mut self.sock_sent, sent);
+            if written > 0 || moved || !waiting {
                 self.sink_blocked_since = None;
+                self.stall_queue = None;
             } else if self.sink_blocked_since.is_none() {
                 self.sink_blocked_since = Some(now);
             }
@@ -507,25 +532,35 @@ impl<S: LocalConn> Link<S> {
     /// Reads on the ring: takes what the last read brought into the room this pipe lent (a
     /// completion wakes the link: [`LocalConn::on_received`]; no readiness event is involved).
     /// True if bytes (or the end) arrived.
-    fn take_ring_read(&mut self, max_read: usize) -> Result<bool, LinkEnd> {
+    fn take_ring_read(&mut self) -> Result<bool, LinkEnd> {
         use crate::io::uring::local_recv::Received;
         let mut progress = false;
         match self.sock.take_received() {
             None => {}
+            Some(Received::Data(chunk, _)) if self.discard_local => {
+                // Read into scratch room (or into a block an abort has let go of).
+                self.discarded += chunk.len() as u64;
+            }
+            Some(Received::Data(chunk, lent)) if !self.draining => {
+                progress |= !chunk.is_empty();
+                self.from_local.give_back(chunk, lent);
+            }
             Some(Received::Data(mut chunk, lent)) => {
-                if self.discard_local {
-                    // Read into scratch room (or into a block an abort has let go of).
-                    self.discarded += chunk.len() as u64;
-                } else {
-                    if chunk.len() > max_read {
-                        // The node began draining while this read was parked: the bytes past
-                        // the frame in progress are dropped, as if they had stayed unread.
-                        self.discarded += (chunk.len() - max_read) as u64;
-                        chunk.truncate(max_read);
-                    }
-                    progress |= !chunk.is_empty();
-                    self.from_local.give_back(chunk, lent);
+                // The node is draining, and this read may have been parked before it began: only
+                // the bytes up to the end of the frame in progress go in, the rest is dropped, as
+                // if it had stayed unread. Taken piece by piece, each checked before the next is
+                // measured: a header this read completes tells how long its payload is.
+                while !chunk.is_empty() {
+                    let n = match self.from_local.bytes_to_frame_end() {
+                        Some(0) => break,
+                        Some(n) => n.min(chunk.len()),
+                        None => chunk.len(),
+                    };
+                    progress = true;
+                    self.from_local.give_back(chunk.split_to(n), lent);
+                    self.check_from_local()?;
                 }
+                self.discarded += chunk.len() as u64;
             }
             Some(Received::End) => {
                 self.ring_read_ended = true;
@@ -542,6 +577,19 @@ impl<S: LocalConn> Link<S> {
             }
         }
         Ok(progress)
+    }
+
+    /// Checks what the local socket's bytes added (the client's handshake, frame headers).
+    fn check_from_local(&mut self) -> Result<(), LinkEnd> {
+        match self.from_local.check() {
+            Ok(Some(hs)) => self.on_handshake(hs),
+            Ok(None) => {}
+            Err(PipeError::Handshake(e)) if matches!(self.role, Role::Dialer { .. }) => {
+                return Err(LinkEnd::ClientHandshake(e))
+            }
+            Err(e) => return Err(LinkEnd::Protocol(e)),
+        }
+        Ok(())
     }
 
     /// Reads on the ring: lends room for the next read (at most `max_read` bytes), when none is

@@ -130,6 +130,15 @@ impl LocalConn for LinkSocket {
         self.writer.as_ref().map_or(0, RingWriter::unsent)
     }
 
+    fn queued_in_kernel(&self) -> Option<u64> {
+        syscalls::count(Syscall::LocalIoctl);
+        self.stream.queued_in_kernel().ok()
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.writer.as_ref().map_or(0, RingWriter::sent)
+    }
+
     fn reads_on_ring(&self) -> bool {
         self.reader.is_some()
     }

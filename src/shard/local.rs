@@ -80,15 +80,14 @@ impl MioLocal {
     /// the ring needs readiness only for a route connect's completion (an accepted connection's
     /// comes at once). Left in the set, a socket would wake the ring's poll each time its
     /// reader takes bytes.
-    fn watch_once(&self, fd: i32, token: usize) -> io::Result<()> {
+    fn watch_once(&self, fd: i32, token: usize, op: libc::c_int) -> io::Result<()> {
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLOUT | libc::EPOLLET | libc::EPOLLONESHOT) as u32,
             u64: token as u64,
         };
         // SAFETY: `ev` is a valid epoll_event for the call's duration; the registry's
         // descriptor is the Poll's epoll instance, which reports `u64` as the mio token.
-        let r =
-            unsafe { libc::epoll_ctl(self.registry.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        let r = unsafe { libc::epoll_ctl(self.registry.as_raw_fd(), op, fd, &mut ev) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -191,7 +190,7 @@ impl LocalIo for MioLocal {
         syscalls::count(Syscall::EpollCtl);
         let fd = conn.stream().as_raw_fd();
         if let Some(outbox) = &self.ring {
-            self.watch_once(fd, LINK_BASE + link)?;
+            self.watch_once(fd, LINK_BASE + link, libc::EPOLL_CTL_ADD)?;
             conn.use_ring(outbox.clone(), link);
             return Ok(());
         }
@@ -201,6 +200,17 @@ impl LocalIo for MioLocal {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         Ok(())
+    }
+
+    fn watch_again(&mut self, conn: &mut LinkSocket, link: usize) {
+        if self.ring.is_some() {
+            // Armed for one event only: arm it for the connect's real completion.
+            syscalls::count(Syscall::EpollCtl);
+            let fd = conn.stream().as_raw_fd();
+            if let Err(e) = self.watch_once(fd, LINK_BASE + link, libc::EPOLL_CTL_MOD) {
+                tracing::warn!(link, error = %e, "cannot watch a connecting link socket again; its connect times out");
+            }
+        }
     }
 
     fn unwatch(&mut self, conn: &mut LinkSocket) {

@@ -383,6 +383,7 @@ impl UringIo {
         for r in outbox.take_recvs() {
             self.queue_local_recv(r);
         }
+        let mut again = Vec::new();
         for id in outbox.take_cancels() {
             let Some(target) = self.parked.get(&id) else {
                 // Completed already.
@@ -392,7 +393,14 @@ impl UringIo {
                 .build()
                 .user_data(Token::Cancel.to_user_data());
             // SAFETY: a cancel request carries no pointer into our memory.
-            unsafe { self.ring.push(&sqe) }.ok();
+            if unsafe { self.ring.push(&sqe) }.is_err() {
+                // A full queue that could not be submitted: nobody else will ask again (the
+                // link is gone), and a parked request would hold its socket open.
+                again.push(id);
+            }
+        }
+        for id in again {
+            outbox.cancel(id);
         }
     }
 

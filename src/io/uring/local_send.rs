@@ -326,6 +326,7 @@ impl RingWriter {
         self.unsent
     }
 
+    /// Bytes that went into the socket (the link's stall rules count it as the reader's progress).
     pub fn sent(&self) -> u64 {
         self.sent
     }

@@ -59,6 +59,14 @@ impl<L: LocalIo> ShardCore<L> {
     pub(super) fn reset_stalled(&mut self, now: Instant) {
         self.next_stall_check = None;
         self.stalls.expire(now);
+        for key in self.stalls.stalled_links() {
+            if let Some(link) = self.links.get_mut(key) {
+                if link.recheck_stall(now) {
+                    self.stalls
+                        .update(key, link.stalled_since(), link.holding_since(), now);
+                }
+            }
+        }
         let due = self.stalls.due(now, |k| self.held_bytes(k));
         for (key, verdict) in due {
             let Some(link) = self.links.get(key) else {

@@ -97,7 +97,10 @@ impl<L: LocalIo> ShardCore<L> {
             match link.sock.finish_connect() {
                 // The deadline stays until the router's handshake reply has crossed.
                 Ok(true) => link.connecting = false,
-                Ok(false) => return,
+                Ok(false) => {
+                    self.io.watch_again(&mut link.sock, key);
+                    return;
+                }
                 Err(e) => {
                     let why = format!("route {} target unreachable: {e}", link.role.route());
                     self.fail_link(key, StreamCode::RouteUnreachable, &why);

@@ -115,6 +115,11 @@ impl StallTracker {
         self.holding.remove(&key);
     }
 
+    /// The links stalled now.
+    pub fn stalled_links(&self) -> Vec<usize> {
+        self.stalled.keys().copied().collect()
+    }
+
     /// Links stalled now.
     pub fn stalled(&self) -> usize {
         self.stalled.len()

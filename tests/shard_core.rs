@@ -854,29 +854,10 @@ fn a_drain_delivers_whole_frames_then_fins_and_closes_with_shutdown() {
         // relayed; what follows it is read and dropped.
         c.write(&cut[1500..]);
         c.write(&frame(b"after the drain began"));
-        let mut got = Vec::new();
-        w.wait(Duration::from_secs(30), "drain did not finish", |w| {
-            got.extend(c.read());
-            w.nodes[0].stopped
-        });
-        got.extend(c.read());
-        assert!(c.eof() && idle.eof());
-        assert!(
-            got == cut,
-            "the echo of the frame in progress, nothing after: {} bytes, {} expected",
-            got.len(),
-            cut.len()
-        );
-        let mut expected = whole.clone();
-        expected.extend_from_slice(&cut);
-        let r = &w.router.conns[0];
-        assert!(
-            r.received[4..] == expected[..],
-            "the router got whole frames only: {} bytes, {} expected",
-            r.received.len() - 4,
-            expected.len()
-        );
-        assert!(r.saw_eof, "the router saw the FIN");
+        let got = drained_echo(&mut w, &c);
+        assert!(idle.eof());
+        assert_whole_frames_only(&w, &got, &whole, &cut);
+        assert!(w.router.conns[0].saw_eof, "the router saw the FIN");
         let s = w.nodes[0].core.stats();
         assert_eq!(s.links_failed, 0, "a drain fails no link");
         // b hears of the drain at once (no new links towards a), then the connection close
@@ -921,22 +902,35 @@ fn a_read_parked_before_the_drain_delivers_the_frame_its_header_began() {
     let mut rest = cut[2..].to_vec();
     rest.extend(frame(b"after the drain began"));
     c.write(&rest);
+    let got = drained_echo(&mut w, &c);
+    RING_READS.with(|r| r.set(false));
+    assert_whole_frames_only(&w, &got, &whole, &cut);
+    assert_eq!(w.nodes[0].core.stats().links_failed, 0);
+}
+
+/// Runs until node a's drain has stopped it; what `c` received meanwhile, after which it saw
+/// the end.
+fn drained_echo(w: &mut World, c: &End) -> Vec<u8> {
     let mut got = Vec::new();
     w.wait(Duration::from_secs(30), "drain did not finish", |w| {
         got.extend(c.read());
         w.nodes[0].stopped
     });
     got.extend(c.read());
-    RING_READS.with(|r| r.set(false));
-    assert!(c.eof());
+    assert!(c.eof(), "the client saw the end");
+    got
+}
+
+/// A drain that began inside frame `cut`, after the frames `whole`, delivered whole frames only:
+/// the router got `whole` then `cut`, and the client the echo of `cut` and nothing after it.
+fn assert_whole_frames_only(w: &World, got: &[u8], whole: &[u8], cut: &[u8]) {
     assert!(
         got == cut,
-        "the echo of that frame: {} bytes, {} expected",
+        "the echo of the frame in progress, nothing after: {} bytes, {} expected",
         got.len(),
         cut.len()
     );
-    let mut expected = whole.clone();
-    expected.extend_from_slice(&cut);
+    let expected = [whole, cut].concat();
     let r = &w.router.conns[0];
     assert!(
         r.received[4..] == expected[..],
@@ -944,7 +938,6 @@ fn a_read_parked_before_the_drain_delivers_the_frame_its_header_began() {
         r.received.len() - 4,
         expected.len()
     );
-    assert_eq!(w.nodes[0].core.stats().links_failed, 0);
 }
 
 /// stops in the turn its drain begins: there is no close to send, so nothing may keep it

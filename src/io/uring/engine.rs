@@ -406,60 +406,58 @@ impl UringIo {
 
     /// Puts one local send on the ring.
     fn queue_local_send(&mut self, q: QueuedSend) {
-        {
-            let (id, wait) = (q.id, q.wait);
-            let fd = Fd(q.sock.as_raw_fd());
-            let flags = if wait {
-                libc::MSG_NOSIGNAL
-            } else {
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
-            };
-            let (sqe, gather) = match &q.bufs[..] {
-                [one] => {
-                    let len = u32::try_from(one.len()).unwrap_or(u32::MAX);
-                    (
-                        opcode::Send::new(fd, one.as_ptr(), len)
-                            .flags(flags)
-                            .build(),
-                        None,
-                    )
+        let (id, wait) = (q.id, q.wait);
+        let fd = Fd(q.sock.as_raw_fd());
+        let flags = if wait {
+            libc::MSG_NOSIGNAL
+        } else {
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+        };
+        let (sqe, gather) = match &q.bufs[..] {
+            [one] => {
+                let len = u32::try_from(one.len()).unwrap_or(u32::MAX);
+                (
+                    opcode::Send::new(fd, one.as_ptr(), len)
+                        .flags(flags)
+                        .build(),
+                    None,
+                )
+            }
+            _ => {
+                let g = Gather::new(&q.bufs);
+                let sqe = opcode::SendMsg::new(fd, &g.msg).flags(flags as u32).build();
+                (sqe, Some(g))
+            }
+        };
+        let slot = self.mem.local.insert(OnRing {
+            send: q,
+            _gather: gather,
+        });
+        let Ok(n) = u32::try_from(slot) else {
+            // Four billion sends in flight cannot happen; never hand the kernel a wrong slot.
+            self.local_unqueued.push(self.mem.local.remove(slot).send);
+            return;
+        };
+        let user_data = Token::LocalSend(n).to_user_data();
+        let sqe = sqe.user_data(user_data);
+        // SAFETY: the bytes the request names (one buffer, or the iovecs of a gathered
+        // send's header) lie in the `Bytes` of local send `n`, whose allocations cannot move
+        // or be freed while those `Bytes` live; a gathered send's `msghdr` and iovecs are
+        // boxed in the same entry (the slab moves the box, not what it points to). The entry
+        // owns all of it (and a share of the connection, so `fd` stays open) in `mem` until
+        // its completion is reaped, and teardown waits for that or leaks `mem`. The kernel
+        // only reads them.
+        match unsafe { self.ring.push(&sqe) } {
+            Ok(()) => {
+                self.local_sends += 1;
+                if wait {
+                    self.parked.insert(id, user_data);
                 }
-                _ => {
-                    let g = Gather::new(&q.bufs);
-                    let sqe = opcode::SendMsg::new(fd, &g.msg).flags(flags as u32).build();
-                    (sqe, Some(g))
-                }
-            };
-            let slot = self.mem.local.insert(OnRing {
-                send: q,
-                _gather: gather,
-            });
-            let Ok(n) = u32::try_from(slot) else {
-                // Four billion sends in flight cannot happen; never hand the kernel a wrong slot.
+            }
+            Err(e) => {
+                // Not queued: the kernel never saw it. Its writer tries again.
+                self.log_error("local send", &e);
                 self.local_unqueued.push(self.mem.local.remove(slot).send);
-                return;
-            };
-            let user_data = Token::LocalSend(n).to_user_data();
-            let sqe = sqe.user_data(user_data);
-            // SAFETY: the bytes the request names (one buffer, or the iovecs of a gathered
-            // send's header) lie in the `Bytes` of local send `n`, whose allocations cannot move
-            // or be freed while those `Bytes` live; a gathered send's `msghdr` and iovecs are
-            // boxed in the same entry (the slab moves the box, not what it points to). The entry
-            // owns all of it (and a share of the connection, so `fd` stays open) in `mem` until
-            // its completion is reaped, and teardown waits for that or leaks `mem`. The kernel
-            // only reads them.
-            match unsafe { self.ring.push(&sqe) } {
-                Ok(()) => {
-                    self.local_sends += 1;
-                    if wait {
-                        self.parked.insert(id, user_data);
-                    }
-                }
-                Err(e) => {
-                    // Not queued: the kernel never saw it. Its writer tries again.
-                    self.log_error("local send", &e);
-                    self.local_unqueued.push(self.mem.local.remove(slot).send);
-                }
             }
         }
     }

@@ -69,6 +69,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 const ACCEPT_BURST: usize = 256;
 /// An endpoint that ran out of descriptors (or memory) tries again after this.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// Batches one connection gives per transmit round; the round then moves on and the next turn
+/// comes without sleep. A connection's congestion window ends its batches long before this;
+/// the cap is for one that never says "done" (a quiche closing state did: vendor/README.md,
+/// patch 3), which would otherwise hold the shard's loop (no timers, no drain, no signals).
+const MAX_BATCHES_PER_ROUND: usize = 256;
 /// Conditions that could repeat on every loop turn are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
@@ -116,6 +121,10 @@ pub struct ShardCore<L: LocalIo> {
     tx_conns: Vec<ConnId>,
     tx_next: usize,
     tx_round: bool,
+    /// Batches the round has taken from `tx_conns[tx_next]` ([`MAX_BATCHES_PER_ROUND`]).
+    tx_batches: usize,
+    /// A connection reached [`MAX_BATCHES_PER_ROUND`]: it may have more, so do not sleep.
+    tx_capped: bool,
     /// Closed links' totals per link endpoint and route (for the metrics).
     totals: metrics::Totals,
 }
@@ -198,6 +207,8 @@ impl<L: LocalIo> ShardCore<L> {
             tx_conns: Vec::new(),
             tx_next: 0,
             tx_round: false,
+            tx_batches: 0,
+            tx_capped: false,
             totals,
         }
     }
@@ -266,16 +277,24 @@ impl<L: LocalIo> ShardCore<L> {
             if !self.tx_round {
                 self.driver.conn_ids_into(&mut self.tx_conns);
                 self.tx_next = 0;
+                self.tx_batches = 0;
                 self.tx_round = true;
+                self.tx_capped = false;
             }
             let Some(&cid) = self.tx_conns.get(self.tx_next) else {
                 self.tx_round = false;
                 return None;
             };
-            if let Some(b) = self.driver.poll_transmit(cid, out, max_segments, now) {
-                return Some(b);
+            if self.tx_batches < MAX_BATCHES_PER_ROUND {
+                if let Some(b) = self.driver.poll_transmit(cid, out, max_segments, now) {
+                    self.tx_batches += 1;
+                    return Some(b);
+                }
+            } else {
+                self.tx_capped = true;
             }
             self.tx_next += 1;
+            self.tx_batches = 0;
         }
     }
 
@@ -290,9 +309,10 @@ impl<L: LocalIo> ShardCore<L> {
         false
     }
 
-    /// Links with news to pump: the backend must not sleep.
+    /// Links with news to pump, or a connection with more to send than a round takes: the
+    /// backend must not sleep.
     pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || self.tx_capped
     }
 
     /// The earliest time [`ShardCore::service`] has something to do without new input.

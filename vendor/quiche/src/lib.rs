@@ -8255,6 +8255,16 @@ impl<F: BufFactory> Connection<F> {
             return Ok(Type::from_epoch(epoch));
         }
 
+        // rlinkd patch: an application close (the only kind that gets here)
+        // sends neither CRYPTO frames nor PTO probes (`send_single`), so while
+        // closing, pending handshake data, lost frames or a probe due must not
+        // choose the packet type: an application close after the handshake
+        // completed but before it was confirmed, with the client's Finished
+        // lost, made every `send` write another ACK-only Handshake packet,
+        // `Done` never came and the close (1-RTT) never left. An ACK owed in a
+        // space is still sent, once.
+        let closing = self.local_error.is_some();
+
         for &epoch in packet::Epoch::epochs(
             packet::Epoch::Initial..=packet::Epoch::Application,
         ) {
@@ -8267,8 +8277,12 @@ impl<F: BufFactory> Connection<F> {
             }
 
             // We are ready to send data for this packet number space.
-            if crypto_ctx.data_available() || pkt_space.ready() {
+            if (crypto_ctx.data_available() && !closing) || pkt_space.ready() {
                 return Ok(Type::from_epoch(epoch));
+            }
+
+            if closing {
+                continue;
             }
 
             // There are lost frames in this packet number space.

@@ -148,6 +148,37 @@ fn attaching_through_any_socket_steers_the_whole_group() {
     assert_steered(n, &received);
 }
 
+/// The program attached to the first socket before it is bound (what `bind_group` does, so a
+/// starting node's group never spreads by hash) comes with the group that socket founds.
+#[test]
+fn a_program_attached_before_the_first_bind_steers_the_group() {
+    use socket2::{Domain, Protocol, SockAddr, Type};
+    let n = 3;
+    let new = || {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s
+    };
+    let first = new();
+    SteeringProgram::new(ShardCount::new(n).unwrap())
+        .attach(&first)
+        .expect("a program on an unbound SO_REUSEPORT socket");
+    first
+        .bind(&SockAddr::from(
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        ))
+        .unwrap();
+    let local = first.local_addr().unwrap().as_socket().unwrap();
+    let mut sockets = vec![first];
+    for _ in 1..n {
+        let s = new();
+        s.bind(&SockAddr::from(local)).unwrap();
+        sockets.push(s);
+    }
+    let received = exchange(&sockets, local, &traffic(n, local));
+    assert_steered(n, &received);
+}
+
 /// Without the program the kernel hashes the 4-tuple: one peer's datagrams all reach one socket,
 /// whatever their connection. The user-space reader names each one's owner, and the strays
 /// are the ones a shard must hand over.

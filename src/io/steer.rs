@@ -266,12 +266,26 @@ pub struct ReuseportGroup {
     pub steering: Steering,
 }
 
-/// Binds one socket per shard on `addr` and attaches the steering program. Sockets are left
+/// Binds one socket per shard on `addr` with the steering program attached. Sockets are left
 /// blocking and otherwise unconfigured; `io::udp::UdpSocket::from_bound` makes each a datagram
 /// backend. A failure to attach the program is not an error (see [`Steering::UserSpace`]).
+///
+/// The program goes on the first socket before it is bound, so the group has it from the
+/// moment it exists: a peer dialing while the node starts never meets a group that spreads by
+/// hash. Only a datagram for shard `i` arriving before socket `i` is bound (the program's
+/// index is then past the group's end) falls back to the hash and is handed over. Where the
+/// kernel refuses a program on an unbound socket, it is attached once all are bound.
 pub fn bind_group(addr: SocketAddr, shards: ShardCount) -> Result<ReuseportGroup, SteerError> {
-    let (sockets, local) = bind_reuseport(addr, shards.get())?;
-    let steering = match SteeringProgram::new(shards).attach(&sockets[0]) {
+    let program = SteeringProgram::new(shards);
+    let mut early = None;
+    let (sockets, local) = bind_sockets(addr, shards.get(), |first| {
+        early = Some(program.attach(first));
+    })?;
+    let attached = match early {
+        Some(Ok(())) => Ok(()),
+        _ => program.attach(&sockets[0]),
+    };
+    let steering = match attached {
         Ok(()) => Steering::Kernel,
         Err(e) => Steering::UserSpace(e),
     };
@@ -289,6 +303,16 @@ pub fn bind_reuseport(
     addr: SocketAddr,
     count: usize,
 ) -> Result<(Vec<Socket>, SocketAddr), SteerError> {
+    bind_sockets(addr, count, |_| {})
+}
+
+/// [`bind_reuseport`], calling `before_first_bind` with the first socket (SO_REUSEPORT set,
+/// not yet bound).
+fn bind_sockets(
+    addr: SocketAddr,
+    count: usize,
+    mut before_first_bind: impl FnMut(&Socket),
+) -> Result<(Vec<Socket>, SocketAddr), SteerError> {
     if addr.port() != 0 {
         port_is_free(addr).map_err(|source| SteerError::InUse { addr, source })?;
     }
@@ -298,6 +322,9 @@ pub fn bind_reuseport(
         let socket = new_socket(local)
             .and_then(|s| {
                 s.set_reuse_port(true)?;
+                if index == 0 {
+                    before_first_bind(&s);
+                }
                 s.bind(&SockAddr::from(local))?;
                 Ok(s)
             })

@@ -66,7 +66,7 @@ ALLOC = re.compile(
     r"^(__libc_)?(malloc|free|calloc|realloc|cfree)$|^_int_(malloc|free|realloc)|^malloc_|"
     r"^tcache_|^__rust_(alloc|dealloc|realloc)|^alloc::alloc::|^sysmalloc|^systrim|^unlink_chunk|"
     r"^__munmap|^__mmap|^exc_page_fault|^do_anonymous_page|^handle_mm_fault|^__x64_sys_munmap|"
-    r"^__x64_sys_madvise|^__madvise"
+    r"^__x64_sys_madvise|^__madvise|^_?mi_|^<mimalloc::MiMalloc"
 )
 SYSCALL = re.compile(r"^do_syscall_64|^entry_SYSCALL|^__x64_sys_|^__vdso_|^asm_sysvec|^syscall_exit")
 # Innermost user-space owner.

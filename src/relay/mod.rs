@@ -5,6 +5,5 @@
 //! Backpressure is QUIC's per-stream flow control: a pipe stops reading its source while its
 //! buffer is full, so a router that stops reading stalls its own stream and nothing else.
 
-pub mod blocks;
 pub mod link;
 pub mod pipe;

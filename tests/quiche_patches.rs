@@ -114,3 +114,48 @@ fn a_close_before_the_handshake_is_confirmed_ends_instead_of_acking_forever() {
         "the close frame left ({sent} packets), so the connection drains"
     );
 }
+
+/// Patch 4 stops `send` from re-entering the TLS stack once the handshake is complete, on the
+/// grounds that post-handshake messages come in CRYPTO frames and are processed on arrival.
+/// This is the message that would be lost if that were wrong: the server's session ticket,
+/// sent after the handshake, must still reach the client's TLS stack while both keep sending.
+#[test]
+fn a_session_ticket_sent_after_the_handshake_still_reaches_the_client() {
+    let certs = tempfile::tempdir().unwrap();
+    rlinkd::cert::generate(certs.path(), &["a".into(), "b".into()]).unwrap();
+    let (c_addr, s_addr): (SocketAddr, SocketAddr) =
+        (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let mut client = quiche::connect(
+        Some("b"),
+        &quiche::ConnectionId::from_ref(&[3; 16]),
+        c_addr,
+        s_addr,
+        &mut config(certs.path()),
+    )
+    .unwrap();
+    let mut server = quiche::accept(
+        &quiche::ConnectionId::from_ref(&[4; 16]),
+        None,
+        s_addr,
+        c_addr,
+        &mut config(certs.path()),
+    )
+    .unwrap();
+    for _ in 0..4 {
+        flight(&mut client, Some(&mut server));
+        flight(&mut server, Some(&mut client));
+    }
+    assert!(client.is_established() && server.is_established());
+    assert!(
+        client.session().is_some(),
+        "the client's TLS stack took the server's post-handshake session ticket"
+    );
+    // Data still flows both ways afterwards.
+    client.stream_send(0, b"ping", true).unwrap();
+    flight(&mut client, Some(&mut server));
+    let mut buf = [0u8; 16];
+    assert_eq!(server.stream_recv(0, &mut buf).unwrap(), (4, true));
+    server.stream_send(0, b"pong", true).unwrap();
+    flight(&mut server, Some(&mut client));
+    assert_eq!(client.stream_recv(0, &mut buf).unwrap(), (4, true));
+}

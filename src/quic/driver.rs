@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use quiche::ConnectionId;
+use rustc_hash::FxHashMap;
 
 use super::bufs::QuicConn;
 use super::cid::DialCids;
@@ -124,7 +125,9 @@ pub struct QuicDriver {
     local_addr: SocketAddr,
     allowed_peers: HashSet<String>,
     keepalive: Duration,
-    conns: HashMap<ConnId, Conn>,
+    /// Keyed by this process's own counter, looked up several times per datagram: FxHash, not
+    /// SipHash (no key here comes from the network). `by_cid`'s keys do, and keep SipHash.
+    conns: FxHashMap<ConnId, Conn>,
     by_cid: HashMap<ConnectionId<'static>, ConnId>,
     next_id: ConnId,
     events: VecDeque<DriverEvent>,
@@ -153,7 +156,7 @@ impl QuicDriver {
             local_addr,
             allowed_peers: allowed_peers.into_iter().collect(),
             keepalive,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             by_cid: HashMap::new(),
             next_id: 1,
             events: VecDeque::new(),

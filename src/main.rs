@@ -14,6 +14,9 @@ use rlinkd::ops::notify;
 /// sizes (above its 1 KiB thread cache) took the arena's locked paths and, once freed, gave its
 /// top back to the kernel every few blocks. Measured (docs/ARCHITECTURE.md, "Allocator"): events
 /// pair CPU per GB about 10 % lower on both backends, bulk unchanged, RSS per idle link 11 -> 13 KiB.
+/// Off with `--no-default-features` (glibc's malloc), for valgrind runs: memcheck tracks glibc's
+/// heap but not mimalloc's.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

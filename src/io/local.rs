@@ -71,6 +71,23 @@ impl LocalStream {
         Ok(n.max(0) as u64)
     }
 
+    /// Whether the other end has shut down its write side (or closed): `poll` with
+    /// `POLLRDHUP` and no wait. Bytes it wrote before may still be in the socket.
+    pub fn peer_shut_down(&self) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd for the call's duration and the count says one; the
+        // descriptor is this socket's; a zero timeout never blocks.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+    }
+
     /// Sets TCP_NODELAY: frames are written whole and should leave at once.
     pub fn tune(&self) {
         if let LocalStream::Tcp(s) = self {

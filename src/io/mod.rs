@@ -154,6 +154,12 @@ pub trait LocalConn {
     fn queued_in_kernel(&self) -> Option<u64> {
         None
     }
+    /// Whether the other end has already shut down its write side, asked of the kernel (a
+    /// backend whose reads bring no readiness events has no other way to know before it reads
+    /// the end). `false`: not shut down, or cannot tell.
+    fn peer_shut_down(&self) -> bool {
+        false
+    }
     /// True when reads complete on the backend's ring: the relay lends room
     /// ([`LocalConn::recv_into`]) and later takes what arrived ([`LocalConn::take_received`])
     /// instead of calling [`LocalConn::read_buf`] when told the socket is readable.

@@ -72,10 +72,13 @@ pub enum Syscall {
     WakerWrite,
     /// `ioctl(SIOCOUTQ)` on a stalled link's connection (io_uring: has its reader taken bytes?).
     LocalIoctl,
+    /// `poll(POLLRDHUP)` on a link's connection read on the ring, once when the node starts
+    /// draining: has its client already half-closed?
+    LocalPoll,
 }
 
 /// Number of [`Syscall`] kinds.
-pub const KINDS: usize = 18;
+pub const KINDS: usize = 19;
 
 impl Syscall {
     pub const ALL: [Syscall; KINDS] = [
@@ -97,6 +100,7 @@ impl Syscall {
         Syscall::LocalGetpeername,
         Syscall::WakerWrite,
         Syscall::LocalIoctl,
+        Syscall::LocalPoll,
     ];
 
     /// The `call` label value.
@@ -120,6 +124,7 @@ impl Syscall {
             Syscall::LocalGetpeername => "local_getpeername",
             Syscall::WakerWrite => "waker_write",
             Syscall::LocalIoctl => "local_ioctl",
+            Syscall::LocalPoll => "local_poll",
         }
     }
 }

@@ -529,6 +529,22 @@ impl<S: LocalConn> Link<S> {
         }
     }
 
+    /// The node starts draining: from now on the local socket is read only to the end of the
+    /// frame in progress, unless its client has already half-closed, in which case everything
+    /// it wrote is read to its end and relayed (nothing it sent before the signal is lost). On
+    /// mio a readiness event has said so already (`local_read_closed`); reads on the ring bring
+    /// no such event, so the kernel is asked once, here.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+        if self.sock.reads_on_ring()
+            && !self.local_read_closed
+            && !self.ring_read_ended
+            && self.sock.peer_shut_down()
+        {
+            self.local_read_closed = true;
+        }
+    }
+
     /// Reads on the ring: takes what the last read brought into the room this pipe lent (a
     /// completion wakes the link: [`LocalConn::on_received`]; no readiness event is involved).
     /// True if bytes (or the end) arrived.
@@ -541,7 +557,7 @@ impl<S: LocalConn> Link<S> {
                 // Read into scratch room (or into a block an abort has let go of).
                 self.discarded += chunk.len() as u64;
             }
-            Some(Received::Data(chunk, lent)) if !self.draining => {
+            Some(Received::Data(chunk, lent)) if !self.draining || self.local_read_closed => {
                 progress |= !chunk.is_empty();
                 self.from_local.give_back(chunk, lent);
             }

@@ -135,6 +135,11 @@ impl LocalConn for LinkSocket {
         self.stream.queued_in_kernel().ok()
     }
 
+    fn peer_shut_down(&self) -> bool {
+        syscalls::count(Syscall::LocalPoll);
+        self.stream.peer_shut_down().unwrap_or(false)
+    }
+
     fn bytes_sent(&self) -> u64 {
         self.writer.as_ref().map_or(0, RingWriter::sent)
     }

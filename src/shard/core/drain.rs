@@ -145,7 +145,7 @@ impl<L: LocalIo> ShardCore<L> {
                     "node stopping before the link opened",
                 );
             } else {
-                link.draining = true;
+                link.begin_drain();
                 self.dirty.push(key);
             }
         }

@@ -23,6 +23,32 @@ fn config(certs: &Path) -> quiche::Config {
     c
 }
 
+/// A client and a server connection (not yet past their first flight), with the certificate
+/// directory they were made from.
+fn new_pair() -> (tempfile::TempDir, quiche::Connection, quiche::Connection) {
+    let certs = tempfile::tempdir().unwrap();
+    rlinkd::cert::generate(certs.path(), &["a".into(), "b".into()]).unwrap();
+    let (c_addr, s_addr): (SocketAddr, SocketAddr) =
+        (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let client = quiche::connect(
+        Some("b"),
+        &quiche::ConnectionId::from_ref(&[1; 16]),
+        c_addr,
+        s_addr,
+        &mut config(certs.path()),
+    )
+    .unwrap();
+    let server = quiche::accept(
+        &quiche::ConnectionId::from_ref(&[2; 16]),
+        None,
+        s_addr,
+        c_addr,
+        &mut config(certs.path()),
+    )
+    .unwrap();
+    (certs, client, server)
+}
+
 /// Everything `from` has to send now; delivered to `to` unless `to` is `None` (lost).
 fn flight(from: &mut quiche::Connection, to: Option<&mut quiche::Connection>) -> usize {
     let mut buf = [0u8; 1500];
@@ -56,26 +82,7 @@ fn flight(from: &mut quiche::Connection, to: Option<&mut quiche::Connection>) ->
 /// it (found by `tests/shard_core.rs`'s drain test hanging in CI).
 #[test]
 fn a_close_before_the_handshake_is_confirmed_ends_instead_of_acking_forever() {
-    let certs = tempfile::tempdir().unwrap();
-    rlinkd::cert::generate(certs.path(), &["a".into(), "b".into()]).unwrap();
-    let (c_addr, s_addr): (SocketAddr, SocketAddr) =
-        (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
-    let mut client = quiche::connect(
-        Some("b"),
-        &quiche::ConnectionId::from_ref(&[1; 16]),
-        c_addr,
-        s_addr,
-        &mut config(certs.path()),
-    )
-    .unwrap();
-    let mut server = quiche::accept(
-        &quiche::ConnectionId::from_ref(&[2; 16]),
-        None,
-        s_addr,
-        c_addr,
-        &mut config(certs.path()),
-    )
-    .unwrap();
+    let (_certs, mut client, mut server) = new_pair();
     flight(&mut client, Some(&mut server));
     flight(&mut server, Some(&mut client));
     assert!(
@@ -121,26 +128,7 @@ fn a_close_before_the_handshake_is_confirmed_ends_instead_of_acking_forever() {
 /// sent after the handshake, must still reach the client's TLS stack while both keep sending.
 #[test]
 fn a_session_ticket_sent_after_the_handshake_still_reaches_the_client() {
-    let certs = tempfile::tempdir().unwrap();
-    rlinkd::cert::generate(certs.path(), &["a".into(), "b".into()]).unwrap();
-    let (c_addr, s_addr): (SocketAddr, SocketAddr) =
-        (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
-    let mut client = quiche::connect(
-        Some("b"),
-        &quiche::ConnectionId::from_ref(&[3; 16]),
-        c_addr,
-        s_addr,
-        &mut config(certs.path()),
-    )
-    .unwrap();
-    let mut server = quiche::accept(
-        &quiche::ConnectionId::from_ref(&[4; 16]),
-        None,
-        s_addr,
-        c_addr,
-        &mut config(certs.path()),
-    )
-    .unwrap();
+    let (_certs, mut client, mut server) = new_pair();
     for _ in 0..4 {
         flight(&mut client, Some(&mut server));
         flight(&mut server, Some(&mut client));

@@ -79,8 +79,9 @@ pub struct Link<S> {
     /// The peer reset its send half: its code. Bytes still unread were dropped.
     reset_by_peer: Option<u64>,
     /// The node is draining: the local socket is read up to the next frame boundary, then no
-    /// more (a client that already half-closed is read to its end).
-    pub draining: bool,
+    /// more (a client that already half-closed is read to its end). Set by
+    /// [`Link::begin_drain`] only.
+    draining: bool,
     /// Since when bytes for the local socket wait and it takes none (see [`Link::stalled_since`]).
     sink_blocked_since: Option<Instant>,
     /// The router's handshake reply has passed: the link is open end to end.
@@ -380,7 +381,7 @@ impl<S: LocalConn> Link<S> {
 
             // Local -> stream.
             let mut max_read = usize::MAX;
-            if self.draining && !self.local_read_closed && !self.from_local.source_ended() {
+            if self.cuts_at_frame_end() && !self.from_local.source_ended() {
                 // The node is stopping: read only to the end of the frame in progress, then no
                 // more. What was read (whole frames) still goes out, then the FIN.
                 match self.from_local.bytes_to_frame_end() {
@@ -545,6 +546,12 @@ impl<S: LocalConn> Link<S> {
         }
     }
 
+    /// The local socket is read only to the end of the frame in progress: the node is draining
+    /// and the client has not half-closed.
+    fn cuts_at_frame_end(&self) -> bool {
+        self.draining && !self.local_read_closed
+    }
+
     /// Reads on the ring: takes what the last read brought into the room this pipe lent (a
     /// completion wakes the link: [`LocalConn::on_received`]; no readiness event is involved).
     /// True if bytes (or the end) arrived.
@@ -557,7 +564,7 @@ impl<S: LocalConn> Link<S> {
                 // Read into scratch room (or into a block an abort has let go of).
                 self.discarded += chunk.len() as u64;
             }
-            Some(Received::Data(chunk, lent)) if !self.draining || self.local_read_closed => {
+            Some(Received::Data(chunk, lent)) if !self.cuts_at_frame_end() => {
                 progress |= !chunk.is_empty();
                 self.from_local.give_back(chunk, lent);
             }

@@ -527,3 +527,33 @@ fn version_names_quiche_boringssl_and_the_io_backends() {
         assert!(out.contains(needle), "--version lacks {needle:?}: {out}");
     }
 }
+
+/// `rlinkd bench --relay-buffer` outside what a node accepts is refused before anything
+/// starts, with the option and the range named.
+#[test]
+fn bench_refuses_a_relay_buffer_no_node_would_accept() {
+    let env = Env::new(&[]);
+    let dir = env.path("bench");
+    for bad in ["1KiB", "17MiB"] {
+        let (ok, _, err) = run_cli(
+            &[
+                "bench",
+                "--relay-buffer",
+                bad,
+                "--workload",
+                "bulk",
+                "--transport",
+                "quic",
+                "--dir",
+                dir.to_str().unwrap(),
+            ],
+            CLI_WAIT,
+        );
+        assert!(!ok, "--relay-buffer {bad} accepted");
+        assert!(
+            err.contains("--relay-buffer") && err.contains("16 MiB"),
+            "--relay-buffer {bad}: {err}"
+        );
+        assert!(!dir.join("a.toml").exists(), "a node was configured");
+    }
+}

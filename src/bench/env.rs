@@ -125,6 +125,8 @@ pub struct EnvOptions<'a> {
     /// Local legs (client to relay a, relay b to router) over Unix sockets, else TCP.
     pub quic_leg_unix: bool,
     pub gso: bool,
+    /// quic: `relay.buffer_size` of both nodes, in bytes (None: their default).
+    pub relay_buffer: Option<u64>,
     /// The peer relays found on this machine.
     pub relays: &'a [RelayInfo],
 }
@@ -250,6 +252,11 @@ impl Env {
                 b.peers.push(("a".into(), None));
                 b.routes.push(("router".into(), router_addr));
                 b.quic_extra = extra;
+                if let Some(bytes) = o.relay_buffer {
+                    for node in [&mut a, &mut b] {
+                        node.relay_extra.push(format!("buffer_size = {bytes}"));
+                    }
+                }
                 b.top_extra.push("stats_interval = \"0s\"".into());
                 b.admin = Some(crate::cluster::ADMIN_ANY_PORT);
                 if let Some(n) = v.shards {

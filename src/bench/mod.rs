@@ -174,6 +174,10 @@ pub struct BenchArgs {
     /// Run rlinkd without UDP GSO/GRO (one datagram per system call), to measure what they bring.
     #[arg(long)]
     pub no_gso: bool,
+    /// `relay.buffer_size` of both rlinkd nodes (quic only), e.g. `512KiB`: the most bytes a
+    /// link reads at a time and holds for its sink. Default: the nodes' own default (64 KiB).
+    #[arg(long, value_name = "SIZE")]
+    pub relay_buffer: Option<crate::config::units::ByteSize>,
     /// Measure nothing: print the table (and, with --plot, the charts) of a run saved with --json.
     #[arg(long, value_name = "JSON")]
     pub report: Option<PathBuf>,
@@ -336,6 +340,12 @@ fn peer_configs_dir(args: &BenchArgs) -> Option<PathBuf> {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     use anyhow::Context;
+    if let Some(b) = args.relay_buffer {
+        let range = crate::config::RELAY_BUFFER_RANGE;
+        if !usize::try_from(b.0).is_ok_and(|n| range.contains(&n)) {
+            anyhow::bail!("--relay-buffer {b} is outside 4 KiB ..= 16 MiB (relay.buffer_size)");
+        }
+    }
     if let Some(path) = &args.report {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -399,6 +409,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         certs: &certs,
         quic_leg_unix,
         gso: !args.no_gso,
+        relay_buffer: args.relay_buffer.map(|b| b.0),
         relays: &relays,
     };
     let shards: Vec<usize> = args.shards.iter().map(|&n| n as usize).collect();

@@ -180,12 +180,15 @@ impl CongestionControl {
     }
 }
 
+/// The `relay.buffer_size` values a configuration may set.
+pub const RELAY_BUFFER_RANGE: std::ops::RangeInclusive<usize> = 4 << 10..=16 << 20;
+
 /// RawSocket relay settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelaySettings {
     /// Largest RawSocket frame payload accepted, 512 B ..= 16 MiB.
     pub max_frame: u32,
-    /// Read buffer per local connection, 4 KiB ..= 16 MiB.
+    /// Read buffer per local connection, [`RELAY_BUFFER_RANGE`].
     pub buffer_size: usize,
     /// A link whose local socket has taken no byte for this long while bytes wait for it is
     /// reset with `Stalled` (0x07).

@@ -243,7 +243,7 @@ impl NodeConfig {
                 ),
             ));
         }
-        if !(4 << 10..=16 << 20).contains(&r.buffer_size) {
+        if !super::RELAY_BUFFER_RANGE.contains(&r.buffer_size) {
             return Err(ConfigError::invalid(
                 "relay.buffer_size",
                 format!(

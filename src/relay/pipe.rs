@@ -18,11 +18,6 @@ use crate::rawsocket::{
 /// First size of a pipe's buffer; it grows 4x at a time up to the configured buffer size.
 pub const INITIAL_BUFFER: usize = 4096;
 
-/// Largest block a pipe reads into. Blocks whose bytes went to quiche stay allocated until the
-/// peer acknowledges them, so a new block is allocated while they are in flight: kept below
-/// glibc's mmap threshold (128 KiB) so that costs a free-list pop, not an mmap and page faults.
-pub const MAX_BLOCK: usize = 64 << 10;
-
 /// Smallest read worth a system call: a block with less room left is replaced first.
 const MIN_ROOM: usize = 1024;
 
@@ -81,8 +76,8 @@ pub struct Pipe {
     /// The most bytes waiting for the sink, checked or not (`relay.buffer_size`).
     capacity: usize,
     /// Size of the next block: grows from [`INITIAL_BUFFER`] when reads fill the block, up to
-    /// `capacity` and [`MAX_BLOCK`]: an idle link (most of them, with many realms) costs a few
-    /// KiB, a busy one reads 64 KiB at a time.
+    /// `capacity`: an idle link (most of them, with many realms) costs a few KiB, a busy one
+    /// reads `relay.buffer_size` at a time.
     block: usize,
     opening: Option<Opening>,
     scanner: FrameScanner,
@@ -272,7 +267,7 @@ impl Pipe {
                 self.bytes_in += n as u64;
                 if n == room && self.buf.len() == self.buf.capacity() {
                     // The source had at least as much as the block held: a busy link.
-                    self.block = (self.block * 4).min(self.capacity).min(MAX_BLOCK);
+                    self.block = (self.block * 4).min(self.capacity);
                 }
                 Ok(true)
             }
@@ -333,7 +328,7 @@ impl Pipe {
         self.bytes_in += n as u64;
         if n > 0 && n == lent && self.buf.len() == self.buf.capacity() {
             // The source had at least as much as the block held: a busy link.
-            self.block = (self.block * 4).min(self.capacity).min(MAX_BLOCK);
+            self.block = (self.block * 4).min(self.capacity);
         }
     }
 
@@ -755,8 +750,63 @@ mod tests {
         assert!(blocks <= 3, "100 kept messages span {blocks} blocks");
     }
 
-    /// With a sink slower than its source the pipe's allocation stays within the larger of
-    /// a block and `relay.buffer_size` (and a read's minimum room), and `memory` reports it.
+    /// A busy link (a source that always has more than the block holds) reads ever larger
+    /// blocks up to `relay.buffer_size`, 1 MiB here, past the 64 KiB a block was once capped at;
+    /// a link whose reads never fill the block keeps the first, small one.
+    #[test]
+    fn reads_grow_to_the_buffer_size_on_a_busy_link_only() {
+        let mut input = vec![0x7f, 0xf3, 0, 0];
+        while input.len() < 8 << 20 {
+            input.extend(frame(&[9u8; 60_000]));
+        }
+        let cap = 1 << 20;
+        let mut busy = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
+        let (mut pos, mut largest, mut out) = (0, 0, 0);
+        while !busy.is_finished() {
+            busy.fill::<std::io::Error>(|buf, room| {
+                largest = largest.max(room);
+                if pos == input.len() {
+                    return Ok(Fill::End);
+                }
+                let n = append(buf, room, &input[pos..]);
+                pos += n;
+                Ok(Fill::Data(n))
+            })
+            .unwrap();
+            busy.check().unwrap();
+            // A sharing sink (quiche) that takes everything checked.
+            out += busy
+                .drain_shared::<std::io::Error>(|b| Ok(b.len()))
+                .unwrap();
+        }
+        assert_eq!(out, input.len());
+        assert!(largest > 64 << 10, "largest read {largest}");
+        assert!(
+            largest <= cap,
+            "largest read {largest} over the buffer size"
+        );
+
+        let mut idle = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
+        let mut messages = vec![0x7f, 0xf3, 0, 0];
+        for _ in 0..1000 {
+            messages.extend(frame(b"hello"));
+        }
+        for piece in messages.chunks(100) {
+            idle.fill::<std::io::Error>(|buf, room| Ok(Fill::Data(append(buf, room, piece))))
+                .unwrap();
+            idle.check().unwrap();
+            idle.drain_shared::<std::io::Error>(|b| Ok(b.len()))
+                .unwrap();
+        }
+        assert!(
+            idle.memory() <= INITIAL_BUFFER,
+            "idle link holds {}",
+            idle.memory()
+        );
+    }
+
+    /// With a sink slower than its source the pipe's allocation stays within
+    /// `relay.buffer_size` (and a read's minimum room), and `memory` reports it.
     #[test]
     fn the_allocation_stays_within_the_buffer_size_and_memory_reports_it() {
         let mut input = vec![0x7f, 0xf3, 0, 0];
@@ -764,7 +814,7 @@ mod tests {
             input.extend(frame(&[7u8; 1000]));
         }
         for cap in [4096, 65_536, 1 << 20] {
-            let bound = cap.max(MAX_BLOCK) + MIN_ROOM;
+            let bound = cap + MIN_ROOM;
             let mut peak = 0;
             let mut out = Vec::new();
             let pipe = push_through(&input, 65_536, cap, |p| {

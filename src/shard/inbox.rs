@@ -208,6 +208,8 @@ impl ShardInbox {
         let addrs = cfg.links.iter().map(|l| l.listen.clone()).collect();
         core.io_mut().reconfigure(addrs, listeners);
         let report = core.reload(cfg, quic, now);
+        let buffer = core.config().relay.buffer_size;
+        core.io_mut().set_relay_buffer(buffer);
         // Connections may be queued on new endpoints already (edge-triggered: no event for
         // them): accept now.
         for i in 0..core.config().links.len() {

@@ -76,6 +76,14 @@ impl MioLocal {
         self.ring = Some(outbox);
     }
 
+    /// A reload's `relay.buffer_size`: on the io_uring backend, the most bytes one local send
+    /// gathers from now on (new links' relay buffers take it from the configuration).
+    pub(crate) fn set_relay_buffer(&mut self, bytes: usize) {
+        if let Some(outbox) = &self.ring {
+            outbox.borrow_mut().set_gather_limit(bytes);
+        }
+    }
+
     /// Watches `fd` for its first writable event only (`EPOLLONESHOT`), as `token`: a link on
     /// the ring needs readiness only for a route connect's completion (an accepted connection's
     /// comes at once). Left in the set, a socket would wake the ring's poll each time its

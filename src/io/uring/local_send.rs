@@ -107,6 +107,11 @@ impl LocalOutbox {
         }))
     }
 
+    /// Sends queued from now on gather at most `limit` bytes (a reload's `relay.buffer_size`).
+    pub fn set_gather_limit(&mut self, limit: usize) {
+        self.gather_limit = limit.max(1);
+    }
+
     /// A new request id (sends and reads share them).
     pub(super) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
@@ -422,6 +427,18 @@ mod tests {
         assert_eq!(w.unsent(), 10);
         let q = take_one(&outbox);
         assert_eq!(joined(&q.bufs), b"abcdefghij");
+    }
+
+    /// A reload's `relay.buffer_size` bounds the sends gathered after it.
+    #[test]
+    fn a_reloaded_limit_bounds_the_next_sends() {
+        let outbox = LocalOutbox::shared(10);
+        outbox.borrow_mut().set_gather_limit(4);
+        let (s, _peer) = sock();
+        let mut w = RingWriter::new(outbox.clone(), 1);
+        assert_eq!(w.write(&s, &Bytes::from_static(b"ab")).unwrap(), 2);
+        assert_eq!(w.write(&s, &Bytes::from_static(b"cdef")).unwrap(), 2);
+        assert_eq!(joined(&take_one(&outbox).bufs), b"abcd");
     }
 
     #[test]

@@ -99,28 +99,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Installs the log filter `filter`, which the caller has validated: `EnvFilter::new` would
-/// drop a bad directive silently, so `try_new` is used and a failure is an error.
-fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("log filter {filter:?}"))?;
-    use std::io::IsTerminal;
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
-        // One object per line; the event's fields at the top level next to "message", so a
-        // collector can index `peer` or `node` without parsing the text.
-        LogFormat::Json => fmt.json().flatten_event(true).with_ansi(false).init(),
-    }
-    Ok(())
-}
-
 /// `rlinkd run`: bind every socket, tell systemd the node is ready, run until stopped.
 fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
-    init_logging(&cfg.log_filter()?, cfg.log_format)?;
+    rlinkd::ops::log::init(&cfg.log_filter()?, cfg.log_format)?;
     // `load` checked the certificate; this only fetches what it says, for the log.
     let report = cfg.certificate_report()?;
     tracing::info!(
@@ -190,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            init_logging(&tool_filter("warn"), LogFormat::Text)?;
+            rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
             rlinkd::bench::run(*args)
         }
         Command::BenchRouter {
@@ -203,7 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { dir, links } => {
-            init_logging(&tool_filter("warn"), LogFormat::Text)?;
+            rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
             rlinkd::demo::run(dir, links)
         }
         Command::Probe { nic, json } => {

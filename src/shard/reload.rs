@@ -72,7 +72,6 @@ fn restart_only(old: &NodeConfig, new: &NodeConfig) -> Result<(), ReloadError> {
     check("quic.gso", &old.quic.gso, &new.quic.gso)?;
     check("quic.gro", &old.quic.gro, &new.quic.gro)?;
     check("quic.steering", &old.quic.steering, &new.quic.steering)?;
-    check("log_level", &old.log_level, &new.log_level)?;
     check("log_format", &old.log_format, &new.log_format)?;
     check("admin", &old.admin, &new.admin)?;
     check("io", &old.io, &new.io)?;
@@ -172,6 +171,7 @@ fn summary(old: &NodeConfig, new: &NodeConfig) -> String {
         "timers",
         &mut out,
     );
+    changed(old.log_level != new.log_level, "log_level", &mut out);
     if out.is_empty() {
         "nothing changed".to_string()
     } else {

@@ -337,6 +337,9 @@ impl Node {
                 return;
             }
         };
+        if plan.cfg.log_level != self.cfg.log_level {
+            apply_log_level(&plan.cfg.log_level);
+        }
         match plan.cfg.certificate_report() {
             Ok(r) => {
                 let fingerprint =
@@ -545,4 +548,19 @@ fn shard_main(
             result: Box::new(result),
         })
         .ok();
+}
+
+/// A reload's new `log_level`, in force from now on (the reload's own lines included), unless
+/// `RUST_LOG` overrides the file, as it did at start.
+fn apply_log_level(level: &str) {
+    match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            tracing::warn!(log_level = level, rust_log = %v, "log_level changed in the file; RUST_LOG is set and stays in force");
+        }
+        _ => {
+            if let Err(e) = crate::ops::log::set_filter(level) {
+                tracing::warn!("log_level not applied, the filter in force stays: {e:#}");
+            }
+        }
+    }
 }

@@ -340,11 +340,11 @@ fn peer_configs_dir(args: &BenchArgs) -> Option<PathBuf> {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    if let Some(b) = args.relay_buffer {
-        let range = crate::config::RELAY_BUFFER_RANGE;
-        if !usize::try_from(b.0).is_ok_and(|n| range.contains(&n)) {
-            anyhow::bail!("--relay-buffer {b} is outside 4 KiB ..= 16 MiB (relay.buffer_size)");
-        }
+    if let Some(why) = args
+        .relay_buffer
+        .and_then(|b| crate::config::relay_buffer_out_of_range(b.0))
+    {
+        anyhow::bail!("--relay-buffer {why} (relay.buffer_size)");
     }
     if let Some(path) = &args.report {
         let text =

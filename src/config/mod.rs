@@ -183,6 +183,20 @@ impl CongestionControl {
 /// The `relay.buffer_size` values a configuration may set.
 pub const RELAY_BUFFER_RANGE: std::ops::RangeInclusive<usize> = 4 << 10..=16 << 20;
 
+/// Why `bytes` is not a `relay.buffer_size`, or None when it is one.
+pub fn relay_buffer_out_of_range(bytes: u64) -> Option<String> {
+    let r = RELAY_BUFFER_RANGE;
+    (!usize::try_from(bytes).is_ok_and(|n| r.contains(&n))).then(|| {
+        let b = |n: usize| units::ByteSize(n as u64);
+        format!(
+            "{} is outside {} ..= {}",
+            units::ByteSize(bytes),
+            b(*r.start()),
+            b(*r.end())
+        )
+    })
+}
+
 /// RawSocket relay settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelaySettings {

@@ -243,14 +243,8 @@ impl NodeConfig {
                 ),
             ));
         }
-        if !super::RELAY_BUFFER_RANGE.contains(&r.buffer_size) {
-            return Err(ConfigError::invalid(
-                "relay.buffer_size",
-                format!(
-                    "{} is outside 4 KiB ..= 16 MiB",
-                    ByteSize(r.buffer_size as u64)
-                ),
-            ));
+        if let Some(why) = super::relay_buffer_out_of_range(r.buffer_size as u64) {
+            return Err(ConfigError::invalid("relay.buffer_size", why));
         }
         let day = std::time::Duration::from_secs(86_400);
         if !(std::time::Duration::from_millis(100)..=day).contains(&r.stall_timeout) {

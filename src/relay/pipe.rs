@@ -265,9 +265,8 @@ impl Pipe {
             Fill::Data(n) => {
                 debug_assert_eq!(self.buf.len(), before + n);
                 self.bytes_in += n as u64;
-                if n == room && self.buf.len() == self.buf.capacity() {
-                    // The source had at least as much as the block held: a busy link.
-                    self.block = (self.block * 4).min(self.capacity);
+                if n == room {
+                    self.grow_if_filled();
                 }
                 Ok(true)
             }
@@ -326,9 +325,17 @@ impl Pipe {
         }
         self.buf.unsplit(chunk);
         self.bytes_in += n as u64;
-        if n > 0 && n == lent && self.buf.len() == self.buf.capacity() {
-            // The source had at least as much as the block held: a busy link.
-            self.block = (self.block * 4).min(self.capacity);
+        if n > 0 && n == lent {
+            self.grow_if_filled();
+        }
+    }
+
+    /// After a read that took all the room it was given: if it filled the block, the source had
+    /// at least as much as the block held (a busy link), so the next block is 4 x larger, up to
+    /// `capacity`.
+    fn grow_if_filled(&mut self) {
+        if self.buf.len() == self.buf.capacity() {
+            self.block = self.block.saturating_mul(4).min(self.capacity);
         }
     }
 

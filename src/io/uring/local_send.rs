@@ -35,7 +35,7 @@ use crate::io::local::LocalStream;
 pub type SendBufs = Vec<Bytes>;
 
 /// Most buffers one send gathers: far below `UIO_MAXIOV` (1024), and more than a turn brings a
-/// link (each buffer is up to a relay block, 64 KiB).
+/// link (each buffer is up to a relay block, at most `relay.buffer_size`).
 pub const MAX_GATHER: usize = 64;
 
 /// A write the engine has yet to put on the ring (or has in flight).

@@ -261,3 +261,34 @@ fn a_reloaded_log_level_applies_without_a_restart() {
     );
     assert!(node_a.is_running());
 }
+
+/// quiche logs through the `log` crate, whose own maximum level is set when the log starts: a
+/// reload that raises the level must raise it too, or quiche's lines stay silent.
+#[test]
+fn a_reloaded_log_level_reaches_quiche_lines_too() {
+    if std::env::var("RUST_LOG").is_ok_and(|v| !v.trim().is_empty()) {
+        eprintln!("skipped: RUST_LOG is set, so the node ignores log_level");
+        return;
+    }
+    let p = echo_pair(&[]);
+    let node_b = p.env.start(&p.b);
+    let node_a = p.env.start(&p.a);
+    expect_connected(&node_a, &node_b);
+    let packets = |n: &rlinkd::cluster::NodeProcess| count_lines(n, &["rx pkt"]);
+    let mut c = client(&p.ep, hs(15));
+    echo_on(&mut c, &[pattern(1000, 0)]).expect("echo at info");
+    assert_eq!(packets(&node_a), 0, "quiche trace lines at info");
+
+    let mut verbose = p.a.clone();
+    verbose
+        .top_extra
+        .push("log_level = \"info,quiche=trace\"".into());
+    let line = p.env.reload(&node_a, &verbose, &p.env.certs);
+    assert!(line.contains("log_level changed"), "{line}");
+    echo_on(&mut c, &[pattern(1000, 1)]).expect("echo at quiche=trace");
+    assert!(
+        wait_until(IO_WAIT, || packets(&node_a) > 0),
+        "no quiche trace line after the reload raised its level: {}",
+        node_a.log_text()
+    );
+}

@@ -447,6 +447,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "machine: {} cores, {}, kernel {}",
         machine.cores, machine.cpu, machine.kernel
     );
+    if let Some(line) = report::relay_buffer_line(args.relay_buffer.map(|b| b.0)) {
+        println!("{line}");
+    }
     for r in &relays {
         match &r.binary {
             Some(b) => println!("{}: {b}, {}", r.transport.name(), r.version),
@@ -538,6 +541,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         machine,
         args: format!("{args:?}"),
         rounds,
+        relay_buffer: args.relay_buffer.map(|b| b.0),
         relays,
         peer_configs: configs_dir
             .filter(|_| !saved_configs.is_empty())

@@ -141,8 +141,12 @@ fn transports_in(groups: &[(Workload, Vec<RunResult>)]) -> Vec<Variant> {
 }
 
 fn subtitle(rep: &Report) -> String {
+    let buffer = rep
+        .relay_buffer
+        .map(|b| format!(", relay buffer {}", crate::config::units::ByteSize(b)))
+        .unwrap_or_default();
     format!(
-        "rlinkd bench {}, {} cores, {}; verified runs only",
+        "rlinkd bench {}, {} cores, {}{buffer}; verified runs only",
         rep.date, rep.machine.cores, rep.machine.cpu
     )
 }
@@ -556,6 +560,7 @@ mod tests {
         let rep = Report {
             date: "2026-11-26".into(),
             command: "test".into(),
+            relay_buffer: None,
             machine: Machine {
                 cores: 2,
                 cpu: "test CPU".into(),
@@ -621,6 +626,7 @@ mod tests {
         let rep = Report {
             date: "2026-11-26".into(),
             command: "test".into(),
+            relay_buffer: None,
             machine: Machine {
                 cores: 2,
                 cpu: "test CPU".into(),
@@ -667,6 +673,7 @@ mod tests {
         let rep = Report {
             date: "2026-11-26".into(),
             command: "test".into(),
+            relay_buffer: None,
             machine: Machine {
                 cores: 2,
                 cpu: "test CPU".into(),

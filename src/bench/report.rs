@@ -76,6 +76,9 @@ pub struct Report {
     /// Rounds per (workload, transport) cell (runs saved before rounds existed had one).
     #[serde(default = "one")]
     pub rounds: usize,
+    /// `relay.buffer_size` of both rlinkd nodes when `--relay-buffer` set it (else the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_buffer: Option<u64>,
     /// The peer relays: binary, version, thread model.
     #[serde(default)]
     pub relays: Vec<RelayInfo>,
@@ -177,6 +180,19 @@ fn short_name(name: &str) -> &str {
     name.trim_start_matches("rlinkd-")
 }
 
+/// What the rlinkd nodes' `relay.buffer_size` was, when `--relay-buffer` changed it.
+pub fn relay_buffer_line(bytes: Option<u64>) -> Option<String> {
+    bytes.map(|b| {
+        format!(
+            "rlinkd relay.buffer_size: {} on both nodes (default {})",
+            crate::config::units::ByteSize(b),
+            crate::config::units::ByteSize(
+                crate::config::RelaySettings::default().buffer_size as u64
+            )
+        )
+    })
+}
+
 fn header(s: &mut String, rep: &Report) {
     let _ = writeln!(
         s,
@@ -184,6 +200,9 @@ fn header(s: &mut String, rep: &Report) {
         rep.date, rep.machine.cores, rep.machine.cpu, rep.machine.kernel
     );
     let _ = writeln!(s, "command: {}", rep.command);
+    if let Some(line) = relay_buffer_line(rep.relay_buffer) {
+        let _ = writeln!(s, "{line}");
+    }
     if rep.rounds > 1 {
         let _ = writeln!(
             s,
@@ -600,5 +619,33 @@ mod syscall_tests {
             "50.4k (udp_sendmsg 20.4k, epoll_wait 12.0k, local_read 9.9k, udp_recvmsg 8.1k)"
         );
         assert_eq!(syscalls_per_gb(950.0, &BTreeMap::new()), "950");
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_with_another_relay_buffer_says_so_and_older_runs_read_as_the_default() {
+        assert_eq!(
+            relay_buffer_line(Some(256 << 10)).as_deref(),
+            Some("rlinkd relay.buffer_size: 256 KiB on both nodes (default 64 KiB)")
+        );
+        assert_eq!(relay_buffer_line(None), None);
+        let old = r#"{"date":"2026-12-01","command":"rlinkd bench","args":"",
+            "machine":{"cores":2,"cpu":"x","kernel":"6"},
+            "results":[],"targets":[],"failures":[]}"#;
+        let rep = Report::from_json(old).expect("a run saved without the field");
+        assert_eq!(rep.relay_buffer, None);
+        let mut s = String::new();
+        header(
+            &mut s,
+            &Report {
+                relay_buffer: Some(1 << 20),
+                ..rep
+            },
+        );
+        assert!(s.contains("relay.buffer_size: 1 MiB on both nodes"), "{s}");
     }
 }

@@ -38,7 +38,9 @@ pub fn init(directives: &str, format: LogFormat) -> anyhow::Result<()> {
 }
 
 /// Replaces the filter [`init`] installed with `directives` (validated by the caller); an
-/// error when the log was not installed by [`init`] or the directives do not parse.
+/// error when the log was not installed by [`init`] or the directives do not parse. The reload
+/// also sets the `log` crate's maximum level, which quiche's lines pass through (tracing-subscriber's
+/// default `tracing-log` feature; `tests/reload.rs` checks quiche's lines follow a raised level).
 pub fn set_filter(directives: &str) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(directives).with_context(|| format!("log filter {directives:?}"))?;

@@ -382,7 +382,8 @@ impl Node {
         }
         self.cfg = plan.cfg;
         tracing::info!(node = %self.cfg.node, links_closed = links, connections_closed = conns, shards = answered, "reloaded: {}", plan.summary);
-        notify::ready("reloaded");
+        // Also in the service's status: a `log_level` of `warn` or quieter hides the line above.
+        notify::ready(&format!("reloaded: {}", plan.summary));
     }
 
     fn tell_all(&self, msg: impl Fn() -> ShardMsg) {

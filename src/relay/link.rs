@@ -520,7 +520,7 @@ impl<S: LocalConn> Link<S> {
             if !progress {
                 // The next read goes on the ring once the pipe has given the sink what it could.
                 self.arm_ring_read(max_read);
-                if !self.to_local.is_full() {
+                if !self.to_local.takes_no_more() {
                     self.holding_since = None;
                 } else if self.holding_since.is_none() {
                     self.holding_since = Some(now);

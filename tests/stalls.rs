@@ -310,8 +310,8 @@ fn over_budget(route: &str) {
         "over-budget links were not reset"
     );
     thread::sleep(Duration::from_secs(2));
-    // Each link holds what quiche has unread plus its relay buffers: about 0.8 MiB until its
-    // first window update, then its whole window (1 MiB) and buffers. So 8 links over a 4 MiB
+    // Each link holds what quiche has unread: about 0.8 MiB until its first window update,
+    // then its whole window (1 MiB). So 8 links over a 4 MiB
     // budget lose 3 at first and up to 5 once the windows are full (a second wave, seconds
     // later); with 2 shards each has half the budget and keeps one link: up to 6. Whatever the
     // moment, the longest-holding go first and every reset closes its link: compared at an
@@ -334,6 +334,48 @@ fn over_budget(route: &str) {
         "the longest-holding links go first: {closed:?}"
     );
     assert_eq!(resets(), k, "one reset per closed link");
+    assert_link_works(&c.env.unix("a-echo.sock"));
+}
+
+/// The budget counts the credit links hold (bytes unread in quiche), not their relay buffers:
+/// a slow reader behind a 16 MiB relay buffer holds at most a stream window of credit and stays
+/// open under a budget that window fits (such a link once was reset alone, its buffer counted).
+#[test]
+fn a_slow_reader_behind_a_large_relay_buffer_is_not_reset_while_its_credit_fits() {
+    let mut c = stall_cluster(&[
+        "stall_timeout = \"300s\"",
+        "stall_budget = \"4MiB\"",
+        "buffer_size = \"16MiB\"",
+    ]);
+    // One window of credit (1 MiB) fits a shard's share of the budget (2 MiB with 2 shards);
+    // the relay buffer, whose reads grow it to 4 MiB here, would not.
+    for p in [&mut c.a, &mut c.b] {
+        p.quic_extra.push("initial_stream_window = \"1MiB\"".into());
+        p.quic_extra.push("max_stream_window = \"1MiB\"".into());
+    }
+    let node_b = c.env.start(&c.b);
+    let node_a = c.env.start(&c.a);
+    expect_connected(&node_a, &node_b);
+    let link = sink_link(&c.env.unix("a-trickle.sock"), &c.stop);
+    assert!(
+        wait_until(Duration::from_secs(20), || gauge(
+            &node_b,
+            "rlinkd_links_holding_credit"
+        ) > 0),
+        "the slow reader's link does not hold credit"
+    );
+    // Past the 1 s grace, checked every 100 ms: long enough for a reset to show.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count_lines(&node_b, &["stall_budget"]),
+        0,
+        "{}",
+        node_b.log_text()
+    );
+    assert!(
+        link.read_until_closed(Duration::from_millis(300)).is_err(),
+        "the slow reader's link was closed"
+    );
     assert_link_works(&c.env.unix("a-echo.sock"));
 }
 

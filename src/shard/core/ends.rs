@@ -43,16 +43,17 @@ fn log_link_end<S: LocalConn>(link: &Link<S>, shard: u8, why: &str, failed: bool
 }
 
 impl<L: LocalIo> ShardCore<L> {
-    /// Bytes a link holds on their way to its local socket: its relay buffer and what is still
-    /// unread in quiche.
+    /// The connection's credit a link holds: the bytes for its local socket still unread in
+    /// quiche. Its relay buffer's bytes are not counted: reading them from quiche gave their
+    /// credit back, and they are bounded per link by `relay.buffer_size` (counted, a slow reader
+    /// behind a 16 MiB buffer alone once went over a shard's share of the default budget).
     pub(super) fn held_bytes(&self, key: usize) -> u64 {
-        let Some(link) = self.links.get(key) else {
-            return 0;
-        };
-        let unread = link
-            .stream
-            .map_or(0, |(cid, sid)| self.driver.stream_readable_len(cid, sid));
-        (link.buffered_to_local() + unread) as u64
+        self.links
+            .get(key)
+            .and_then(|link| link.stream)
+            .map_or(0, |(cid, sid)| {
+                self.driver.stream_readable_len(cid, sid) as u64
+            })
     }
 
     /// Resets the links the stall rules say are due (see `stall.rs`).
@@ -83,7 +84,7 @@ impl<L: LocalIo> ShardCore<L> {
                 StallVerdict::OverBudget => format!(
                     "stalled: {} bytes held unread for {:.1?} while the {} links holding credit exceed relay.stall_budget",
                     self.held_bytes(key),
-                    age(link.holding_since()),
+                    age(self.stalls.holding_since(key)),
                     self.stalls.holding()
                 ),
             };

@@ -11,8 +11,9 @@
 //! (docs/ARCHITECTURE.md, "Flow control is isolation"):
 //! - a link stalled for `relay.stall_timeout` is reset;
 //! - the links holding for at least [`STALL_GRACE`] may together hold at most
-//!   `relay.stall_budget` bytes (counted as they are: unread in quiche plus the relay buffer);
-//!   past it the longest-holding are reset at once.
+//!   `relay.stall_budget` bytes of credit (counted as they are: unread in quiche; the relay
+//!   buffer's bytes were read, their credit is back); past it the longest-holding are reset
+//!   at once.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -128,6 +129,12 @@ impl StallTracker {
     /// Links holding credit now (or stopped for less than [`HOLDING_GAP`]).
     pub fn holding(&self) -> usize {
         self.holding.len()
+    }
+
+    /// Since when `key` has held credit, pauses shorter than [`HOLDING_GAP`] included (the age
+    /// the budget ranks it by).
+    pub fn holding_since(&self, key: usize) -> Option<Instant> {
+        self.holding.get(&key).map(|h| h.since)
     }
 
     pub fn is_empty(&self) -> bool {

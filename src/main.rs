@@ -101,7 +101,8 @@ fn main() -> ExitCode {
 
 /// `rlinkd run`: bind every socket, tell systemd the node is ready, run until stopped.
 fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
-    rlinkd::ops::log::init(&cfg.log_filter()?, cfg.log_format)?;
+    // Held to the end: dropping it writes the lines still queued.
+    let _log = rlinkd::ops::log::init(&cfg.log_filter()?, cfg.log_format)?;
     // `load` checked the certificate; this only fetches what it says, for the log.
     let report = cfg.certificate_report()?;
     tracing::info!(
@@ -171,7 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
+            let _log = rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
             rlinkd::bench::run(*args)
         }
         Command::BenchRouter {
@@ -184,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { dir, links } => {
-            rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
+            let _log = rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
             rlinkd::demo::run(dir, links)
         }
         Command::Probe { nic, json } => {

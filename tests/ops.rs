@@ -317,3 +317,60 @@ fn the_systemd_unit_verifies() {
         out.status
     );
 }
+
+/// A reader of stderr that stops reading (a pipe nobody drains, a stuck journal) does not stall
+/// the node: log lines are written by a thread of their own and dropped past its queue, so the
+/// links keep working and SIGTERM still stops the node within `drain_timeout`.
+#[test]
+fn a_stderr_that_stops_reading_stalls_neither_the_links_nor_the_stop() {
+    let p = echo_pair(&[]);
+    let reader_pid = p.env.dir.path().join("stderr-reader.pid");
+    let mut a = p.a.clone();
+    a.top_extra.push("log_level = \"trace\"".into());
+    a.top_extra.push("drain_timeout = \"2s\"".into());
+    // The node's stderr goes through `cat` (to the node's log), whose PID the test stops;
+    // it ends with the pipe, when the node has exited.
+    a.wrapper = vec![
+        "bash".into(),
+        "-c".into(),
+        format!(
+            "exec \"$@\" 2> >(echo $BASHPID > {}; exec cat)",
+            reader_pid.display()
+        ),
+        "bash".into(),
+    ];
+    let node_b = p.env.start(&p.b);
+    let mut node_a = p.env.start(&a);
+    expect_connected(&node_a, &node_b);
+    let cat: i32 = std::fs::read_to_string(&reader_pid)
+        .expect("the stderr reader's PID")
+        .trim()
+        .parse()
+        .expect("a PID");
+    // SAFETY: kill(2) on the PID of the `cat` this test's wrapper started.
+    unsafe { libc::kill(cat, libc::SIGSTOP) };
+
+    // Links keep working at `trace` with the pipe full (its 64 KiB fill within the first
+    // frames: quiche writes lines per packet).
+    let mut c = client(&p.ep, hs(15));
+    for n in 0..500 {
+        if let Err(e) = echo_on(&mut c, &[pattern(60_000, n)]) {
+            // SAFETY: as above.
+            unsafe { libc::kill(cat, libc::SIGCONT) };
+            panic!("echo {n} failed with stderr not read: {e}");
+        }
+    }
+    let dropped = node_metric(&node_a, "rlinkd_log_lines_dropped_total", &[]);
+    node_a.signal(libc::SIGTERM);
+    let status = node_a.wait_exit(Duration::from_secs(6));
+    // SAFETY: as above; the reader goes on and ends with the pipe.
+    unsafe { libc::kill(cat, libc::SIGCONT) };
+    assert!(
+        status.is_some(),
+        "the node did not stop within drain_timeout (2 s) + 4 s with stderr not read"
+    );
+    assert!(
+        dropped.is_some_and(|n| n > 0.0),
+        "dropped log lines not counted: {dropped:?}"
+    );
+}

@@ -556,4 +556,21 @@ fn bench_refuses_a_relay_buffer_no_node_would_accept() {
         );
         assert!(!dir.join("a.toml").exists(), "a node was configured");
     }
+    // Nothing it could apply to: no quic transport, or a saved run (--report).
+    for (args, needle) in [
+        (&["--transport", "tcp"][..], "no quic transport"),
+        (&["--report", "run.json"][..], "--report"),
+    ] {
+        let mut all = vec![
+            "bench",
+            "--relay-buffer",
+            "256KiB",
+            "--dir",
+            dir.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        let (ok, _, err) = run_cli(&all, CLI_WAIT);
+        assert!(!ok && err.contains(needle), "{args:?}: {err}");
+        assert!(!dir.join("a.toml").exists(), "a node was configured");
+    }
 }

@@ -176,7 +176,7 @@ pub struct BenchArgs {
     pub no_gso: bool,
     /// `relay.buffer_size` of both rlinkd nodes (quic only), e.g. `512KiB`: the most bytes a
     /// link reads at a time and holds for its sink. Default: the nodes' own default (64 KiB).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", conflicts_with = "report")]
     pub relay_buffer: Option<crate::config::units::ByteSize>,
     /// Measure nothing: print the table (and, with --plot, the charts) of a run saved with --json.
     #[arg(long, value_name = "JSON")]
@@ -369,6 +369,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.transport.clone()
     };
+    if args.relay_buffer.is_some() && !transports.contains(&Transport::Quic) {
+        anyhow::bail!(
+            "--relay-buffer sets the rlinkd nodes' relay.buffer_size, and this run has no quic \
+             transport (--transport quic)"
+        );
+    }
     let quic_leg_unix = match args.quic_leg.as_str() {
         "unix" => true,
         "tcp" => false,

@@ -559,7 +559,9 @@ fn log_level_must_name_a_level() {
         "trace",
         "rlinkd=debug,info",
         "warn, rlinkd::node=trace",
-        "rlinkd[conn{peer=b}]=debug",
+        "info,rlinkd[conn{peer=b}]=debug",
+        "rlinkd=warn",
+        "quiche=trace,off",
         "4",
     ] {
         let r = parse(&format!("log_level = \"{good}\"\n{MINIMAL}"));
@@ -572,6 +574,11 @@ fn log_level_must_name_a_level() {
         ("info,", "empty directive"),
         ("", "must not be empty"),
         ("  ", "must not be empty"),
+        ("quiche=trace", "gives rlinkd's own lines no level"),
+        ("rlinkd::quic=debug", "e.g. \"rlinkd::quic=debug,warn\""),
+        ("rlinkd[conn{peer=b}]=debug", "no level"),
+        ("[{peer=b}]=debug", "no level"),
+        ("a b=info", "no level"),
     ] {
         assert_invalid(
             parse(&format!("log_level = \"{bad}\"\n{MINIMAL}")),

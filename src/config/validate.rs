@@ -399,7 +399,10 @@ pub(crate) fn loop_error(
 /// Checks a tracing `EnvFilter` string the way `rlinkd run` installs it, and more strictly:
 /// every comma-separated directive must name a level, alone (`info`) or after a target
 /// (`rlinkd=debug`). A bare word such as `inf` is valid `EnvFilter` syntax, but it means "the
-/// target `inf` at every level", which silences the node; it is refused here.
+/// target `inf` at every level", which silences the node; it is refused here. So is a filter
+/// that gives no level to all of rlinkd's own lines (a bare level or `rlinkd=level`, without a
+/// span or field filter): `EnvFilter` turns off whatever no directive names, so `quiche=trace`
+/// or `[{peer=b}]=debug` alone would hide the node's errors too.
 pub fn validate_log_filter(filter: &str) -> Result<(), String> {
     const LEVELS: &str = "off, error, warn, info, debug or trace";
     if filter.trim().is_empty() {
@@ -407,12 +410,17 @@ pub fn validate_log_filter(filter: &str) -> Result<(), String> {
             "must not be empty; use a level ({LEVELS}) or directives such as \"rlinkd=debug,info\""
         ));
     }
+    let mut covers_rlinkd = false;
     for d in filter.split(',').map(str::trim) {
         if d.is_empty() {
             return Err(format!("{filter:?} has an empty directive"));
         }
         if LevelFilter::from_str(d).is_ok() {
+            covers_rlinkd = true;
             continue;
+        }
+        if d.split_once('=').is_some_and(|(t, _)| t.trim() == "rlinkd") {
+            covers_rlinkd = true;
         }
         // A span or field filter (`target[span{field=value}]=level`) holds `=` inside brackets;
         // the level is after the last `=` that follows them.
@@ -428,6 +436,12 @@ pub fn validate_log_filter(filter: &str) -> Result<(), String> {
             }
         }
         Directive::from_str(d).map_err(|e| format!("{d:?}: {e}"))?;
+    }
+    if !covers_rlinkd {
+        return Err(format!(
+            "{filter:?} gives rlinkd's own lines no level, so the node would log none of them, \
+             errors included; add one, alone or as rlinkd=level (e.g. \"{filter},warn\")"
+        ));
     }
     Ok(())
 }

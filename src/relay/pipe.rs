@@ -540,6 +540,23 @@ mod tests {
         v
     }
 
+    /// One read from a source that has `input[*pos..]` ready at once, then ends; returns the
+    /// room the pipe offered (0 when it did not read).
+    fn read_all_ready(pipe: &mut Pipe, input: &[u8], pos: &mut usize) -> usize {
+        let mut offered = 0;
+        pipe.fill::<std::io::Error>(|buf, room| {
+            offered = room;
+            if *pos == input.len() {
+                return Ok(Fill::End);
+            }
+            let n = append(buf, room, &input[*pos..]);
+            *pos += n;
+            Ok(Fill::Data(n))
+        })
+        .unwrap();
+        offered
+    }
+
     /// Pushes `input` through a pipe of capacity `cap` in chunks of `chunk`, emptying it with
     /// `drain` (which returns the bytes it took) until it is finished; returns the pipe.
     fn push_through(
@@ -782,16 +799,7 @@ mod tests {
         let mut busy = Pipe::new(cap, Opening::ClientRequest, 1 << 24);
         let (mut pos, mut largest, mut out) = (0, 0, 0);
         while !busy.is_finished() {
-            busy.fill::<std::io::Error>(|buf, room| {
-                largest = largest.max(room);
-                if pos == input.len() {
-                    return Ok(Fill::End);
-                }
-                let n = append(buf, room, &input[pos..]);
-                pos += n;
-                Ok(Fill::Data(n))
-            })
-            .unwrap();
+            largest = largest.max(read_all_ready(&mut busy, &input, &mut pos));
             busy.check().unwrap();
             // A sharing sink (quiche) that takes everything checked.
             out += busy
@@ -839,15 +847,7 @@ mod tests {
             let (mut pos, mut out) = (0, Vec::with_capacity(input.len()));
             while !pipe.is_finished() {
                 // The source has everything at once; the sink takes 16 KiB per turn.
-                pipe.fill::<std::io::Error>(|buf, room| {
-                    if pos == input.len() {
-                        return Ok(Fill::End);
-                    }
-                    let n = append(buf, room, &input[pos..]);
-                    pos += n;
-                    Ok(Fill::Data(n))
-                })
-                .unwrap();
+                read_all_ready(&mut pipe, &input, &mut pos);
                 pipe.check().unwrap();
                 pipe.drain::<std::io::Error>(|b| {
                     let n = b.len().min(16 << 10);

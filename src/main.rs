@@ -101,8 +101,7 @@ fn main() -> ExitCode {
 
 /// `rlinkd run`: bind every socket, tell systemd the node is ready, run until stopped.
 fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
-    // Held to the end: dropping it writes the lines still queued.
-    let _log = rlinkd::ops::log::init(&cfg.log_filter()?, cfg.log_format)?;
+    rlinkd::ops::log::init(&cfg.log_filter()?, cfg.log_format)?;
     // `load` checked the certificate; this only fetches what it says, for the log.
     let report = cfg.certificate_report()?;
     tracing::info!(
@@ -172,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            let _log = rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
+            rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
             rlinkd::bench::run(*args)
         }
         Command::BenchRouter {
@@ -185,7 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { dir, links } => {
-            let _log = rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
+            rlinkd::ops::log::init(&tool_filter("warn"), LogFormat::Text)?;
             rlinkd::demo::run(dir, links)
         }
         Command::Probe { nic, json } => {

@@ -82,13 +82,6 @@ pub fn encode_snapshot(snap: &NodeSnapshot) -> String {
         .get_or_create(&node)
         .set(clamp(snap.shards.len() as u64));
     draining.get_or_create(&node).set(i64::from(snap.draining));
-    counters(
-        &mut r,
-        "log_lines_dropped",
-        "Log lines dropped because stderr did not take them fast enough",
-    )
-    .get_or_create(&node)
-    .inc_by(crate::ops::log::dropped_lines());
 
     let peer_up = gauges(
         &mut r,

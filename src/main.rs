@@ -10,9 +10,9 @@ use rlinkd::config::{LogFormat, NodeConfig};
 use rlinkd::ops::notify;
 
 /// mimalloc, not glibc's malloc: the relay frees a block (64 KiB by default) on every
-/// acknowledgement and quiche allocates a buffer for every STREAM frame it receives, and with glibc's allocator those
-/// sizes (above its 1 KiB thread cache) took the arena's locked paths and, once freed, gave its
-/// top back to the kernel every few blocks. Measured (docs/ARCHITECTURE.md, "Allocator"): events
+/// acknowledgement and quiche allocates a buffer for every STREAM frame it receives, and with
+/// glibc's allocator those sizes (above its 1 KiB thread cache) took the arena's locked paths
+/// and, once freed, gave its top back to the kernel every few blocks. Measured (docs/ARCHITECTURE.md, "Allocator"): events
 /// pair CPU per GB about 10 % lower on both backends, bulk unchanged, RSS per idle link 11 -> 13 KiB.
 /// Off with `--no-default-features` (glibc's malloc), for valgrind runs: memcheck tracks glibc's
 /// heap but not mimalloc's.

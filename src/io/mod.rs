@@ -181,11 +181,6 @@ pub trait LocalConn {
     fn on_received(&mut self, _id: u64, _res: i32, _buf: bytes::BytesMut) -> bool {
         false
     }
-    /// Bytes the connection took that are not in the socket yet (a completion backend's
-    /// writer holds them): they count as the link's, like its relay buffer's.
-    fn unsent(&self) -> usize {
-        0
-    }
 }
 
 /// The local side of a backend, as the shard core drives it: link endpoints (listeners the

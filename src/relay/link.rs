@@ -224,12 +224,6 @@ impl<S: LocalConn> Link<S> {
         self.holding_since
     }
 
-    /// Bytes on their way to the local socket: in the relay buffer, and taken by the socket
-    /// but not in it yet (a ring writer's).
-    pub fn buffered_to_local(&self) -> usize {
-        self.to_local.buffered() + self.sock.unsent()
-    }
-
     /// Bytes of memory the link's two relay buffers hold.
     pub fn buffer_memory(&self) -> usize {
         self.from_local.memory() + self.to_local.memory()

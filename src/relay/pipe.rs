@@ -174,9 +174,12 @@ impl Pipe {
     /// [`MIN_ROOM`] of them, the rest moves and the whole block is room again. (A copying sink
     /// takes bytes from the block's front and leaves no room behind them.)
     pub fn takes_no_more(&self) -> bool {
-        self.is_full()
-            || (self.buf.capacity() - self.buf.len() < MIN_ROOM.min(self.block)
-                && self.buf.len() > MIN_ROOM)
+        self.is_full() || (self.room_is_short() && self.buf.len() > MIN_ROOM)
+    }
+
+    /// The block's spare capacity is too small for a read worth its system call.
+    fn room_is_short(&self) -> bool {
+        self.buf.capacity() - self.buf.len() < MIN_ROOM.min(self.block)
     }
 
     /// Bytes of memory the pipe holds: its block (the whole allocation, bytes already sent from
@@ -260,7 +263,7 @@ impl Pipe {
         if max == 0 || self.source_ended || self.takes_no_more() {
             return Ok(false);
         }
-        if self.buf.capacity() - self.buf.len() < MIN_ROOM.min(self.block) {
+        if self.room_is_short() {
             self.new_block();
         }
         let room = (self.buf.capacity() - self.buf.len())
@@ -304,17 +307,14 @@ impl Pipe {
     /// room back with [`Pipe::give_back`] before lending again: nothing else of the pipe reads
     /// into the block meanwhile.
     pub fn lend(&mut self, max: usize) -> Option<(BytesMut, usize)> {
-        if max == 0 || self.source_ended || self.is_full() {
+        if max == 0 || self.source_ended || self.takes_no_more() {
             return None;
         }
         let unsent = self.unsent();
         if unsent > 0 && self.capacity - unsent < MIN_ROOM.min(self.capacity) {
             return None;
         }
-        if self.buf.capacity() - self.buf.len() < MIN_ROOM.min(self.block) {
-            if self.buf.len() > MIN_ROOM {
-                return None;
-            }
+        if self.room_is_short() {
             self.new_block();
         }
         let room = (self.buf.capacity() - self.buf.len())

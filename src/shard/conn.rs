@@ -126,10 +126,6 @@ impl LocalConn for LinkSocket {
         self.writer.as_ref().is_none_or(RingWriter::flushed)
     }
 
-    fn unsent(&self) -> usize {
-        self.writer.as_ref().map_or(0, RingWriter::unsent)
-    }
-
     fn queued_in_kernel(&self) -> Option<u64> {
         syscalls::count(Syscall::LocalIoctl);
         self.stream.queued_in_kernel().ok()

@@ -45,8 +45,8 @@ fn log_link_end<S: LocalConn>(link: &Link<S>, shard: u8, why: &str, failed: bool
 impl<L: LocalIo> ShardCore<L> {
     /// The connection's credit a link holds: the bytes for its local socket still unread in
     /// quiche. Its relay buffer's bytes are not counted: reading them from quiche gave their
-    /// credit back, and they are bounded per link by `relay.buffer_size` (counted, a slow reader
-    /// behind a 16 MiB buffer alone once went over a shard's share of the default budget).
+    /// credit back, and `relay.buffer_size` bounds them per link (when they were counted, a slow
+    /// reader behind a 16 MiB buffer alone went over a shard's share of the default budget).
     pub(super) fn held_bytes(&self, key: usize) -> u64 {
         self.links
             .get(key)
